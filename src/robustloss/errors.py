@@ -1,0 +1,40 @@
+"""Errors a user can act on. Each message says what was wrong and what to do instead."""
+
+from __future__ import annotations
+
+
+class RobustlossError(Exception):
+    """Base class: the CLI prints these without a traceback."""
+
+
+class UnknownNameError(RobustlossError, KeyError):
+    def __init__(self, kind: str, name: str, valid: list[str]):
+        self.kind, self.name, self.valid = kind, name, valid
+        super().__init__(f"unknown {kind} {name!r}; valid {kind} names: {', '.join(valid)}")
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0]
+
+
+class ConfigError(RobustlossError, ValueError):
+    """A malformed config; the message names the offending key path."""
+
+
+class DatasetNotFoundError(RobustlossError, FileNotFoundError):
+    """Files for a dataset are missing; the message lists files, folders searched and the fetch command."""
+
+
+class DownloadError(RobustlossError):
+    """A download failed (no network, bad checksum, ...). No partial file is left behind."""
+
+
+class NonFiniteLossError(RobustlossError, FloatingPointError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+class AttackBudgetError(RobustlossError, AssertionError):
+    """An attack returned a perturbation outside its budget or outside [0, 1] (a bug, never expected)."""
+
+
+class CheckpointError(RobustlossError):
+    """A checkpoint is missing, corrupt, or does not match the requested run."""

@@ -1,0 +1,9 @@
+"""Model registry. ``create_model(name, num_classes=..., in_channels=..., input_size=...)``."""
+
+from robustloss.models.classifier import Classifier, Normalize
+from robustloss.models.registry import MODELS, create_model
+
+# Importing the architecture modules registers them.
+from robustloss.models import lenet, small_cnn, vgg, resnet_cifar  # noqa: E402,F401
+
+__all__ = ["Classifier", "Normalize", "MODELS", "create_model"]
