@@ -6,9 +6,10 @@ name must fail with the list of valid ones rather than a bare KeyError.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from robustloss.errors import UnknownNameError
+from robustloss.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -36,8 +37,21 @@ class Registry(Generic[T]):
             raise UnknownNameError(self.kind, name, self.names()) from None
 
     def create(self, name: str, **kwargs: Any) -> Any:
+        """Build ``name`` with keyword arguments; unknown keywords fail with the valid ones."""
         factory = self.get(name)
+        valid = self.parameters(name)
+        unknown = sorted(set(kwargs) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"unknown parameter(s) {', '.join(unknown)} for {self.kind} {name!r}; "
+                f"valid parameters: {', '.join(valid) or '(none)'}"
+            )
         return factory(**kwargs)  # type: ignore[operator]
+
+    def parameters(self, name: str) -> list[str]:
+        """Keyword parameters accepted by the factory registered as ``name``."""
+        signature = inspect.signature(self.get(name))  # type: ignore[arg-type]
+        return [p.name for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -30,6 +30,10 @@ class DatasetSpec:
     embedded: bool = False  # ships inside a Python package; needs no data folder
     color: bool = False  # colour datasets get random crop + flip augmentation by default
     description: str = ""
+    # Some class lists live in the data files (CIFAR-100 ``meta``, Tiny ImageNet ``wnids.txt``)
+    # rather than in code. When set, ``load_dataset`` calls it with the data root and, when it
+    # returns names, uses them in place of the placeholder ``class_names`` above.
+    read_class_names: Callable[[Path], tuple[str, ...] | None] | None = None
 
 
 @dataclass

@@ -1,0 +1,10 @@
+"""Attack registry: ``create_attack(name, eps=..., **params)``; contract in ``robustloss.attacks.base``."""
+
+from robustloss.attacks.base import Attack, AttackBudgetWarning, AttackResult
+from robustloss.attacks.objectives import OBJECTIVES, get_objective
+from robustloss.attacks.registry import ATTACKS, create_attack
+
+# Importing the attack modules registers them.
+from robustloss.attacks import linf_gradient  # noqa: E402,F401
+
+__all__ = ["Attack", "AttackResult", "AttackBudgetWarning", "ATTACKS", "OBJECTIVES", "create_attack", "get_objective"]

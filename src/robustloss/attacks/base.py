@@ -1,0 +1,140 @@
+"""The attack contract.
+
+``attack = create_attack("pgd", eps=0.3, steps=40)`` fixes the hyper-parameters (keyword
+only). ``attack(model, x, y, target=None, generator=None) -> AttackResult`` then:
+
+* works on images in [0, 1] and returns images in [0, 1];
+* puts the model in eval mode for the attack and restores its mode afterwards; model
+  parameters are never modified and receive no ``.grad`` (gradients are taken with respect
+  to the input only);
+* checks the returned perturbation against the budget and raises ``AttackBudgetError``
+  if it is violated (a bug, never an expected outcome);
+* judges success with one final forward pass on the returned images.
+
+Subclasses implement ``run``, which returns the adversarial images and the number of model
+evaluations each sample needed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar, final
+
+import torch
+from torch import Tensor, nn
+
+from robustloss.attacks.objectives import get_objective
+from robustloss.errors import AttackBudgetError
+
+# Slack for float32 round-off in x + delta and clamping.
+BUDGET_TOLERANCE = 1e-5
+
+
+class AttackBudgetWarning(UserWarning):
+    """The attack's steps cannot reach its budget (steps x step size < eps)."""
+
+
+@dataclass
+class AttackResult:
+    x_adv: Tensor  # (N, C, H, W) in [0, 1]
+    pred: Tensor  # (N,) model's class on x_adv (the adversarial class when it succeeded)
+    success: Tensor  # (N,) bool: untargeted - pred != y; targeted - pred == target
+    queries: Tensor  # (N,) int64 model evaluations used until the returned example was found
+    linf: Tensor  # (N,) ||x_adv - x||_inf
+    l2: Tensor  # (N,) ||x_adv - x||_2
+
+
+class Attack:
+    name: ClassVar[str] = ""
+    norm: ClassVar[str] = "linf"
+
+    def __init__(self, *, eps: float, targeted: bool = False, objective: str = "ce"):
+        if not (eps >= 0 and math.isfinite(eps)):
+            raise ValueError(f"{self.name}: eps must be a finite number >= 0, got {eps}")
+        self.eps = float(eps)
+        self.targeted = bool(targeted)
+        self.objective_name = objective
+        self.objective = get_objective(objective)
+
+    def hyperparameters(self) -> dict:
+        return {"eps": self.eps, "targeted": self.targeted, "objective": self.objective_name}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({params})"
+
+    @final
+    def __call__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        target: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> AttackResult:
+        if x.dim() != 4:
+            raise ValueError(f"attacks take NCHW image batches, got shape {tuple(x.shape)}")
+        if float(x.min()) < 0 or float(x.max()) > 1:
+            raise ValueError("attacks take images in [0, 1]; normalisation belongs inside the model")
+        if self.targeted and target is None:
+            raise ValueError(f"{self.name} was built with targeted=True: pass target=<labels>")
+        goal = target if self.targeted else y
+        x = x.detach()
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.enable_grad():
+                x_adv, queries = self.run(model, x, y, goal, generator)
+            x_adv = x_adv.detach()
+            self._check_budget(x, x_adv)
+            with torch.no_grad():
+                pred = model(x_adv).argmax(dim=1)
+        finally:
+            model.train(was_training)
+        success = pred == goal if self.targeted else pred != y
+        diff = (x_adv - x).flatten(1)
+        return AttackResult(
+            x_adv=x_adv,
+            pred=pred,
+            success=success,
+            queries=queries,
+            linf=diff.abs().amax(dim=1),
+            l2=diff.norm(dim=1),
+        )
+
+    def run(
+        self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """Return (x_adv, queries). ``goal`` is y (untargeted) or the target labels."""
+        raise NotImplementedError
+
+    def is_success(self, logits: Tensor, y: Tensor, goal: Tensor) -> Tensor:
+        pred = logits.argmax(dim=1)
+        return pred == goal if self.targeted else pred != y
+
+    def _check_budget(self, x: Tensor, x_adv: Tensor) -> None:
+        if x_adv.shape != x.shape:
+            raise AttackBudgetError(f"{self.name} changed the input shape {tuple(x.shape)} -> {tuple(x_adv.shape)}")
+        if not torch.isfinite(x_adv).all():
+            raise AttackBudgetError(f"{self.name} returned non-finite pixels")
+        if float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
+            raise AttackBudgetError(f"{self.name} left the [0, 1] image box")
+        if self.norm == "linf":
+            size = float((x_adv - x).abs().amax())
+        else:
+            size = float((x_adv - x).flatten(1).norm(dim=1).max())
+        if size > self.eps + BUDGET_TOLERANCE:
+            raise AttackBudgetError(f"{self.name} exceeded its {self.norm} budget: {size:.6g} > eps={self.eps:.6g}")
+
+
+def warn_if_budget_unreachable(name: str, steps: int, step_size: float, eps: float) -> None:
+    if steps * step_size < eps - 1e-12:
+        warnings.warn(
+            f"{name}: {steps} steps x step size {step_size:g} = {steps * step_size:g} < eps={eps:g}; "
+            f"the attack cannot reach its budget and under-reports what eps={eps:g} allows",
+            AttackBudgetWarning,
+            stacklevel=3,
+        )

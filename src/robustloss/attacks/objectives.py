@@ -1,0 +1,74 @@
+"""Attack objectives: per-sample values the attacker *maximises*.
+
+Signature: ``objective(logits, labels, targeted) -> Tensor[N]``. For untargeted attacks
+``labels`` are the true classes; for targeted attacks they are the target classes.
+
+* ``ce``  - cross-entropy (Goodfellow et al. 2015; the papers' default).
+* ``cw``  - logit margin of Carlini & Wagner (2017): max_{j!=y} a_j - a_y (untargeted),
+            a_t - max_{j!=t} a_j (targeted). Invariant to how the softmax is saturated.
+* ``dlr`` - difference of logits ratio of Croce & Hein (2020), scale invariant.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from robustloss.registry import Registry
+
+Objective = Callable[[Tensor, Tensor, bool], Tensor]
+OBJECTIVES: Registry = Registry("attack objective")
+
+
+def _largest_other(logits: Tensor, labels: Tensor) -> Tensor:
+    """max_{j != label} logits_j per sample."""
+    others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf"))
+    return others.amax(dim=1)
+
+
+@OBJECTIVES.register("ce")
+def cross_entropy(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+    loss = F.cross_entropy(logits, labels, reduction="none")
+    return -loss if targeted else loss
+
+
+@OBJECTIVES.register("cw")
+def logit_margin(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    margin = _largest_other(logits, labels) - own
+    return -margin if targeted else margin
+
+
+@OBJECTIVES.register("dlr")
+def difference_of_logits_ratio(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+    needed = 4 if targeted else 3
+    if logits.shape[1] < needed:
+        raise ValueError("the DLR objective needs at least 3 classes (4 when targeted)")
+    ranked = logits.sort(dim=1, descending=True).values
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    if targeted:
+        # labels are targets here; the true class is unknown to the objective, so use the
+        # top non-target logit as the class to push down (Croce & Hein, Eq. 7 in spirit).
+        top_other = _largest_other(logits, labels)
+        scale = ranked[:, 0] - 0.5 * (ranked[:, 2] + ranked[:, 3]) + 1e-12
+        return (own - top_other) / scale
+    scale = ranked[:, 0] - ranked[:, 2] + 1e-12
+    return (_largest_other(logits, labels) - own) / scale
+
+
+def get_objective(name: str) -> Objective:
+    return OBJECTIVES.get(name)
+
+
+def objective_for_loss(loss_name: str | None) -> str:
+    """The objective that fits a loss's head, used by ``objective="adaptive"``."""
+    if loss_name is None:
+        return "cw"
+    from robustloss.losses import LOSSES  # local import: attacks must not need losses at import
+
+    if loss_name in LOSSES:
+        return LOSSES.get(loss_name).attack_objective
+    return "cw"
+

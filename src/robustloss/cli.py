@@ -1,0 +1,239 @@
+"""``robustloss`` command line: train, eval, demo, data fetch|list."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robustloss.errors import ConfigError, RobustlossError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except RobustlossError as err:
+        print(f"robustloss: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished epochs are checkpointed, re-run with --resume to continue", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustloss", description=__doc__)
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="reproduce the PC paper's Table 1 (MNIST columns) on embedded MNIST")
+    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    demo.add_argument("--epochs-per-phase", type=int, default=50, metavar="T", help="T: CE 2T vs CE T + PC T (paper: 50)")
+    demo.add_argument("--n-test", type=int, default=None, help="evaluate only the first N test samples")
+    demo.add_argument("--seed", type=int, default=0)
+    _add_common(demo, data=False)
+    demo.set_defaults(handler=_cmd_demo)
+
+    train = sub.add_parser("train", help="train a model with a recipe of (loss, epochs) phases")
+    train.add_argument("--config", help="YAML file with TrainConfig keys; flags below override it")
+    train.add_argument("--dataset", help="dataset name (see `robustloss data list`)")
+    train.add_argument("--model", help="model name, e.g. lenet5, cnn3, vgg13, resnet56")
+    train.add_argument("--recipe", help="phases as LOSS:EPOCHS,..., e.g. ce:50,pc:50")
+    train.add_argument("--loss", help="single-phase shortcut: train with LOSS for --epochs epochs")
+    train.add_argument("--epochs", type=int, help="epochs for --loss")
+    train.add_argument("--loss-param", action="append", default=[], metavar="LOSS.KEY=VALUE",
+                       help="loss hyper-parameter, e.g. pc.xi=0.99 (repeatable)")
+    train.add_argument("--optimizer", choices=["adam", "sgd"])
+    train.add_argument("--lr", type=float)
+    train.add_argument("--milestones", help="comma-separated epochs where lr *= gamma")
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--out", required=True, help="run directory")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _add_common(train)
+    train.set_defaults(handler=_cmd_train)
+
+    ev = sub.add_parser("eval", help="attack a trained run and print the table beside the paper's numbers")
+    ev.add_argument("run", help="run directory written by `robustloss train`")
+    ev.add_argument("--attacks", default="fgsm,bim,pgd,mim", help="comma-separated attack names")
+    ev.add_argument("--eps", default="0.1,0.2,0.3", help="comma-separated L-inf budgets")
+    ev.add_argument("--steps", type=int, help="override the iterative attacks' step count")
+    ev.add_argument("--step-size", type=float, help="override the iterative attacks' step size")
+    ev.add_argument("--objective", default="ce", help="attack objective: ce, cw, dlr")
+    ev.add_argument("--n-test", type=int, default=None, help="evaluate only the first N test samples")
+    ev.add_argument("--batch-size", type=int, default=500)
+    ev.add_argument("--seed", type=int, default=0)
+    _add_common(ev)
+    ev.set_defaults(handler=_cmd_eval)
+
+    data = sub.add_parser("data", help="list datasets or download one")
+    data_sub = data.add_subparsers(metavar="ACTION")
+    listing = data_sub.add_parser("list", help="list datasets and whether they are on disk")
+    listing.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
+    listing.set_defaults(handler=_cmd_data_list)
+    fetch = data_sub.add_parser("fetch", help="download a dataset's canonical files and verify checksums")
+    fetch.add_argument("name")
+    fetch.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
+    fetch.set_defaults(handler=_cmd_data_fetch)
+    return parser
+
+
+def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
+    if data:
+        p.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from robustloss.demo import run_demo
+
+    run_demo(args.out, epochs_per_phase=args.epochs_per_phase, seed=args.seed, max_samples=args.n_test,
+             device=args.device, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from robustloss.config import from_dict, load_yaml, to_dict
+    from robustloss.train import TrainConfig, parse_recipe, train
+
+    raw: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    if args.config:
+        from_dict(TrainConfig, raw)  # report errors against the file before applying flags
+    for key in ("dataset", "model", "batch_size", "seed"):
+        if getattr(args, key) is not None:
+            raw[key] = getattr(args, key)
+    optimizer = raw.setdefault("optimizer", {})
+    if args.optimizer:
+        optimizer["name"] = args.optimizer
+    if args.lr is not None:
+        optimizer["lr"] = args.lr
+    if args.milestones:
+        optimizer["milestones"] = [int(m) for m in args.milestones.split(",")]
+    if args.recipe and args.loss:
+        raise ConfigError("give either --recipe or --loss/--epochs, not both")
+    if args.recipe:
+        raw["recipe"] = to_dict(parse_recipe(args.recipe))
+    elif args.loss:
+        if not args.epochs:
+            raise ConfigError("--loss needs --epochs")
+        raw["recipe"] = [{"loss": args.loss, "epochs": args.epochs}]
+    config = from_dict(TrainConfig, raw)
+    _apply_loss_params(config, args.loss_param)
+    _check_names(config)
+    result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, device=args.device,
+                   progress=not args.no_progress)
+    print(f"model written to {Path(args.out) / 'model.pt'}")
+    print(yaml.safe_dump({"final": result.history[-1]}, sort_keys=False).rstrip())
+    return 0
+
+
+def _apply_loss_params(config, assignments: list[str]) -> None:
+    for item in assignments:
+        target, sep, value = item.partition("=")
+        loss, dot, key = target.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--loss-param expects LOSS.KEY=VALUE, e.g. pc.xi=0.99; got {item!r}")
+        phases = [p for p in config.recipe if p.loss == loss]
+        if not phases:
+            raise ConfigError(f"--loss-param {item!r}: no phase of the recipe uses loss {loss!r}")
+        for phase in phases:
+            phase.params[key] = yaml.safe_load(value)
+
+
+def _check_names(config) -> None:
+    """Fail before loading data when a name or loss parameter is wrong."""
+    from robustloss.data import DATASETS
+    from robustloss.losses import create_loss
+    from robustloss.models import MODELS
+
+    DATASETS.get(config.dataset)
+    MODELS.get(config.model)
+    for phase in config.recipe:
+        create_loss(phase.loss, **phase.params)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from robustloss.data import load_dataset
+    from robustloss.evaluate import AttackSpec, evaluate
+    from robustloss.models.saved import load_model
+    from robustloss.report import write_comparison
+    from robustloss.train import load_config
+    from robustloss.train.trainer import MODEL_FILE
+
+    run = Path(args.run)
+    config = load_config(run)
+    model = load_model(run / MODEL_FILE)[0]
+    eps = [float(e) for e in args.eps.split(",")]
+    overrides: dict[str, Any] = {"objective": args.objective}
+    plan = []
+    for name in filter(None, (a.strip() for a in args.attacks.split(","))):
+        params = dict(overrides)
+        if name != "fgsm":
+            if args.steps is not None:
+                params["steps"] = args.steps
+            if args.step_size is not None:
+                params["step_size"] = args.step_size
+        spec = AttackSpec(name, eps, params)
+        spec.build(eps[0])  # validate names and parameters before the long part
+        plan.append(spec)
+    data = load_dataset(config.dataset, args.data_dir)
+    evaluation = evaluate(model, data.test, plan, batch_size=args.batch_size, seed=args.seed, device=args.device,
+                          max_samples=args.n_test, progress=not args.no_progress,
+                          meta={"run": str(run), "dataset": config.dataset})
+    out = run / "eval"
+    evaluation.save(out / "records.npz")
+    method = config.recipe[-1].loss
+    recipe = " -> ".join(f"{p.loss} x{p.epochs}" for p in config.recipe)
+    markdown = write_comparison({method: evaluation}, {method: method.upper()}, config.dataset, out,
+                                title=f"{run.name}: {config.model} on {config.dataset}, recipe {recipe}")
+    print()
+    print(markdown)
+    print(f"Wrote {out / 'results.md'}, {out / 'results.csv'} and per-sample records {out / 'records.npz'}")
+    return 0
+
+
+def _cmd_data_list(args: argparse.Namespace) -> int:
+    from robustloss.data import DATASETS, data_root, load_dataset
+    from robustloss.errors import DatasetNotFoundError
+
+    root = data_root(args.data_dir)
+    print(f"data root: {root}")
+    print(f"{'name':<15} {'classes':>7} {'shape':<11} status")
+    for name in DATASETS.names():
+        spec = DATASETS.get(name)
+        if spec.embedded:
+            status = "embedded (no download needed)"
+        else:
+            try:
+                load_dataset(name, root) if name in ("mnist", "kmnist", "fashion-mnist") else _exists(spec, root)
+                status = "on disk"
+            except DatasetNotFoundError:
+                status = f"missing: robustloss data fetch {name}"
+        shape = "x".join(map(str, spec.image_shape))
+        print(f"{name:<15} {spec.num_classes:>7} {shape:<11} {status}")
+    return 0
+
+
+def _exists(spec, root: Path) -> None:
+    from robustloss.data import load_dataset
+
+    load_dataset(spec.name, root)
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from robustloss.data import fetch_dataset
+
+    path = fetch_dataset(args.name, args.data_dir)
+    print(f"{args.name} is ready in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

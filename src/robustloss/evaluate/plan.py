@@ -1,0 +1,35 @@
+"""An evaluation plan: which attacks, with which hyper-parameters, at which budgets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from robustloss.attacks import create_attack
+
+
+@dataclass
+class AttackSpec:
+    attack: str  # registered attack name
+    eps: list[float]
+    params: dict[str, Any] = field(default_factory=dict)  # everything but eps
+
+    def build(self, eps: float):
+        return create_attack(self.attack, eps=eps, **self.params)
+
+
+# Table 1 of the PC paper (white-box, MNIST family): FGSM; BIM 10 steps; PGD and MIM 40
+# steps; step 0.01; untargeted; eps in {0.1, 0.2, 0.3}. The attack defaults are these
+# values, so the plan only names attacks and budgets.
+PC_TABLE1_GRAY_EPS = [0.1, 0.2, 0.3]
+
+
+def pc_table1_plan(eps: list[float] | None = None, objective: str = "ce", **overrides: Any) -> list[AttackSpec]:
+    eps = list(eps or PC_TABLE1_GRAY_EPS)
+    plan = []
+    for name in ("fgsm", "bim", "pgd", "mim"):
+        params = {"objective": objective}
+        if name != "fgsm":
+            params |= overrides
+        plan.append(AttackSpec(name, eps, params))
+    return plan

@@ -1,0 +1,111 @@
+"""Per-sample evaluation records: the single source every table and summary is computed from.
+
+One ``AttackRecord`` per (attack, hyper-parameters, eps) holds, for every evaluated sample:
+its index in the test split, true label, clean prediction, adversarial prediction, the
+L-inf and L2 size of the perturbation and the model evaluations the attack used.
+
+Accuracy under attack follows the papers' convention: a sample counts as robust only if
+the clean image is classified correctly *and* the adversarial image still is; clean
+misclassifications are failures.
+
+Records are stored as one ``.npz`` of plain arrays plus JSON metadata (loaded with
+``allow_pickle=False``, so opening a results file never executes code).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class AttackRecord:
+    attack: str
+    eps: float
+    params: dict  # the attack's full hyper-parameters, objective included
+    adv_pred: np.ndarray  # (n,) int64
+    linf: np.ndarray  # (n,) float32
+    l2: np.ndarray  # (n,) float32
+    queries: np.ndarray  # (n,) int64
+    seconds: float = 0.0
+
+    @property
+    def objective(self) -> str:
+        return str(self.params.get("objective", ""))
+
+
+@dataclass
+class Evaluation:
+    index: np.ndarray  # (n,) sample ids in the evaluated split
+    labels: np.ndarray  # (n,) int64
+    clean_pred: np.ndarray  # (n,) int64
+    records: list[AttackRecord] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)  # model, dataset, seed, ... (free-form, JSON-able)
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def clean_correct(self) -> np.ndarray:
+        return self.clean_pred == self.labels
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.clean_correct.mean()) if self.n else float("nan")
+
+    def robust(self, record: AttackRecord) -> np.ndarray:
+        """Per-sample robustness under ``record`` (clean misclassification counts as failure)."""
+        return self.clean_correct & (record.adv_pred == self.labels)
+
+    def accuracy(self, record: AttackRecord) -> float:
+        return float(self.robust(record).mean()) if self.n else float("nan")
+
+    def find(self, attack: str, eps: float) -> AttackRecord:
+        for record in self.records:
+            if record.attack == attack and abs(record.eps - eps) < 1e-12:
+                return record
+        raise KeyError(f"no record for attack {attack!r} at eps={eps}; have {[(r.attack, r.eps) for r in self.records]}")
+
+    def summary(self) -> list[dict]:
+        """One row per record: attack, eps, objective, n, robust accuracy and perturbation sizes."""
+        rows = [{"attack": "clean", "eps": 0.0, "objective": "", "n": self.n, "accuracy": self.clean_accuracy,
+                 "mean_linf": 0.0, "mean_l2": 0.0}]
+        for r in self.records:
+            fooled = ~self.robust(r) & self.clean_correct
+            rows.append({
+                "attack": r.attack, "eps": r.eps, "objective": r.objective, "n": self.n, "accuracy": self.accuracy(r),
+                "mean_linf": float(r.linf[fooled].mean()) if fooled.any() else 0.0,
+                "mean_l2": float(r.l2[fooled].mean()) if fooled.any() else 0.0,
+            })
+        return rows
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"index": self.index, "labels": self.labels, "clean_pred": self.clean_pred}
+        for i, r in enumerate(self.records):
+            arrays |= {f"r{i}_adv_pred": r.adv_pred, f"r{i}_linf": r.linf, f"r{i}_l2": r.l2, f"r{i}_queries": r.queries}
+        meta = {"meta": self.meta, "records": [
+            {"attack": r.attack, "eps": r.eps, "params": r.params, "seconds": r.seconds} for r in self.records]}
+        arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Evaluation":
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(data["meta_json"].tobytes().decode())
+            records = [
+                AttackRecord(attack=m["attack"], eps=m["eps"], params=m["params"], seconds=m["seconds"],
+                             adv_pred=data[f"r{i}_adv_pred"], linf=data[f"r{i}_linf"], l2=data[f"r{i}_l2"],
+                             queries=data[f"r{i}_queries"])
+                for i, m in enumerate(meta["records"])
+            ]
+            return cls(index=data["index"], labels=data["labels"], clean_pred=data["clean_pred"],
+                       records=records, meta=meta["meta"])

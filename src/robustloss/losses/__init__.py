@@ -1,0 +1,9 @@
+"""Loss registry: ``create_loss(name, **params)``; every loss follows ``robustloss.losses.base.Loss``."""
+
+from robustloss.losses.base import Loss
+from robustloss.losses.registry import LOSSES, create_loss
+
+# Importing the loss modules registers them.
+from robustloss.losses import cross_entropy, pc  # noqa: E402,F401
+
+__all__ = ["Loss", "LOSSES", "create_loss"]

@@ -1,0 +1,58 @@
+"""Write the comparison table (Markdown + CSV) for one or more evaluated models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from robustloss.evaluate.records import Evaluation
+from robustloss.reference.published import PAPER_DATASET, load_published
+from robustloss.report.comparison import compare_with_paper, to_csv, to_markdown
+
+ACCURACY_CONVENTION = (
+    "Accuracy (%) on the test samples; a clean-misclassified sample counts as a failure under every "
+    "attack (the papers' convention)."
+)
+
+
+def describe_attacks(evaluation: Evaluation) -> list[str]:
+    """One line per attack with its hyper-parameters, plus a warning where a budget is unreachable."""
+    lines, seen = [], set()
+    for record in evaluation.records:
+        params = {k: v for k, v in record.params.items() if k != "eps"}
+        key = (record.attack, tuple(sorted(params.items())))
+        if key not in seen:
+            seen.add(key)
+            eps = [r.eps for r in evaluation.records if r.attack == record.attack]
+            shown = ", ".join(f"{k}={v}" for k, v in params.items())
+            lines.append(f"{record.attack.upper()}: eps in {{{', '.join(f'{e:g}' for e in eps)}}}, {shown}.")
+        steps, step = record.params.get("steps"), record.params.get("step_size")
+        if steps and step and steps * step < record.eps - 1e-12:
+            lines.append(
+                f"Warning: {record.attack.upper()} at eps={record.eps:g} can move at most {steps}x{step:g}="
+                f"{steps * step:g} per pixel, so it cannot use its whole budget; its row under-reports that eps."
+            )
+    return lines
+
+
+def write_comparison(
+    evaluations: dict[str, Evaluation],
+    labels: dict[str, str],
+    dataset: str,
+    out_dir: str | Path,
+    *,
+    title: str,
+    notes: list[str] = (),
+    published: str = "pc-table1",
+) -> str:
+    """Write ``results.md`` and ``results.csv`` into ``out_dir``; return the Markdown."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, missing = compare_with_paper(evaluations, load_published(published), PAPER_DATASET.get(dataset, dataset))
+    first = next(iter(evaluations.values()))
+    all_notes = [ACCURACY_CONVENTION, *notes, *describe_attacks(first)]
+    if missing:
+        all_notes.append(f"Paper rows not evaluated here: {', '.join(missing)}.")
+    markdown = to_markdown(rows, labels, title, all_notes)
+    (out_dir / "results.md").write_text(markdown)
+    to_csv(rows, labels, out_dir / "results.csv")
+    return markdown

@@ -1,0 +1,67 @@
+"""One epoch of training: shuffle with the run's generator, augment, step, watch for NaN."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from robustloss.data.split import ImageSplit
+from robustloss.errors import NonFiniteLossError
+from robustloss.losses.base import Loss
+from robustloss.models.classifier import Classifier
+
+
+def train_one_epoch(
+    model: Classifier,
+    loss_fn: Loss,
+    split: ImageSplit,
+    optimizer: torch.optim.Optimizer,
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None,
+    device: torch.device,
+    desc: str = "",
+    progress: bool = True,
+) -> dict[str, float]:
+    model.train()
+    order = torch.randperm(len(split), generator=generator)
+    total_loss, total_correct, seen = 0.0, 0, 0
+    bar = tqdm(range(0, len(split), batch_size), desc=desc, leave=False, disable=not progress, unit="batch")
+    for step, start in enumerate(bar):
+        x, y = split.batch(order[start : start + batch_size])
+        if augment is not None:
+            x = augment(x, generator)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+        logits, features = model.forward_with_features(x)
+        loss = loss_fn(logits, y, features)
+        value = loss.item()
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"{desc}: loss became {value} at step {step} of the epoch")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+        total_loss += value * len(y)
+        total_correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{100 * total_correct / seen:.1f}%")
+    return {"train_loss": total_loss / seen, "train_acc": total_correct / seen}
+
+
+@torch.no_grad()
+def predict(model: Classifier, x: ImageSplit | Tensor, *, batch_size: int = 1000, device: torch.device | str = "cpu") -> Tensor:
+    """Arg-max class for every sample of a split (or an image tensor in [0, 1]), in eval mode."""
+    was_training = model.training
+    model.eval()
+    n = len(x)
+    preds = []
+    for start in range(0, n, batch_size):
+        batch = x.batch(slice(start, start + batch_size))[0] if isinstance(x, ImageSplit) else x[start : start + batch_size]
+        preds.append(model(batch.to(device)).argmax(1).cpu())
+    model.train(was_training)
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)

@@ -1,0 +1,194 @@
+"""Run a recipe end to end: build, train phase by phase, checkpoint every epoch, resume.
+
+A run directory holds::
+
+    config.yaml            the resolved TrainConfig
+    checkpoints/last.pt    full training state after the latest finished epoch (atomic)
+    model.pt               the final model (weights + spec to rebuild it, head included)
+    metrics.csv            one row per epoch
+
+``resume=True`` restores weights, optimizer, both RNG states and the metrics history from
+``last.pt`` and continues with the next epoch, so a killed run ends with exactly the
+weights an uninterrupted run would have. A NaN/inf loss raises ``NonFiniteLossError``
+before anything is written, so ``last.pt`` stays the last good state.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import yaml
+
+from robustloss.checkpoint import atomic_save, safe_load
+from robustloss.config import from_dict, to_dict
+from robustloss.data import Dataset, load_dataset
+from robustloss.device import resolve_device
+from robustloss.errors import CheckpointError, NonFiniteLossError
+from robustloss.losses import create_loss
+from robustloss.models.classifier import Classifier
+from robustloss.models.saved import HeadSpec, ModelSpec, save_model
+from robustloss.train.augment import augmentation_for
+from robustloss.train.config import OptimizerConfig, TrainConfig
+from robustloss.train.loop import predict, train_one_epoch
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class TrainResult:
+    model: Classifier
+    spec: ModelSpec
+    history: list[dict]
+    run_dir: Path
+
+
+def model_spec_for(config: TrainConfig, dataset: Dataset) -> ModelSpec:
+    channels, height, _ = dataset.image_shape
+    params = {"num_classes": dataset.num_classes, "in_channels": channels, "input_size": height}
+    return ModelSpec(name=config.model, params=params | config.model_params)
+
+
+def build_optimizer(model: Classifier, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    if cfg.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def learning_rate_at(cfg: OptimizerConfig, epoch: int) -> float:
+    """MultiStep decay: lr * gamma^(number of milestones already passed)."""
+    return cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    data: Dataset | None = None,
+    data_dir: str | Path | None = None,
+    resume: bool = False,
+    device: str | None = "auto",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    run_dir = Path(run_dir)
+    dev = resolve_device(device)
+    checkpoint_path = run_dir / LAST_CHECKPOINT
+    _claim_run_dir(run_dir, config, resume)
+    data = data if data is not None else load_dataset(config.dataset, data_dir)
+
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    spec = model_spec_for(config, data)
+    model = spec.build().to(dev)
+    optimizer = build_optimizer(model, config.optimizer)
+    history: list[dict] = []
+    start_epoch = 0
+    if resume and checkpoint_path.exists():
+        state = safe_load(checkpoint_path, map_location=dev)
+        spec = from_dict(ModelSpec, state["model_spec"])
+        model = spec.build().to(dev)
+        model.load_state_dict(state["state_dict"])
+        optimizer = build_optimizer(model, config.optimizer)
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["rng"]["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        history, start_epoch = state["history"], state["epoch"]
+        log(f"resuming {run_dir} after epoch {start_epoch}/{config.total_epochs}")
+
+    augment = augmentation_for(config.augment, data.spec.color)
+    current_phase = config.phase_at(start_epoch - 1)[0] if start_epoch else -1
+    for epoch in range(start_epoch, config.total_epochs):
+        phase_index, phase = config.phase_at(epoch)
+        loss_fn = create_loss(phase.loss, **phase.params).to(dev)
+        if phase_index != current_phase:
+            current_phase = phase_index
+            head = loss_fn.make_head(model.feature_dim, model.num_classes)
+            if head is not None:  # the loss shapes the classifier: swap head, new optimizer for its params
+                model.replace_head(head.to(dev))
+                spec = ModelSpec(spec.name, spec.params, HeadSpec(phase.loss, dict(phase.params)))
+                optimizer = build_optimizer(model, config.optimizer)
+        lr = learning_rate_at(config.optimizer, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        started = time.perf_counter()
+        desc = f"{run_dir.name} epoch {epoch + 1}/{config.total_epochs} [{phase.loss}]"
+        try:
+            stats = train_one_epoch(
+                model, loss_fn, data.train, optimizer, batch_size=config.batch_size, generator=generator,
+                augment=augment, device=dev, desc=desc, progress=progress,
+            )
+        except NonFiniteLossError as err:
+            kept = checkpoint_path if checkpoint_path.exists() else "none (failed in the first epoch)"
+            raise NonFiniteLossError(
+                f"{err}. Training stopped; the last good checkpoint is kept: {kept}. "
+                f"Try a lower learning rate (optimizer.lr={config.optimizer.lr})."
+            ) from None
+        test_acc = float((predict(model, data.test, device=dev) == data.test.labels).float().mean())
+        row = {"epoch": epoch + 1, "phase": phase.loss, "lr": lr, **stats, "test_acc": test_acc,
+               "seconds": time.perf_counter() - started}
+        history.append(row)
+        log(f"{desc}: loss {row['train_loss']:.4f}  train acc {100 * row['train_acc']:.1f}%  "
+            f"test acc {100 * test_acc:.1f}%  ({row['seconds']:.1f}s)")
+        atomic_save(
+            {"model_spec": to_dict(spec), "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "epoch": epoch + 1, "history": history, "config": to_dict(config),
+             "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}},
+            checkpoint_path,
+        )
+        _write_metrics(run_dir / "metrics.csv", history)
+
+    optimizer.zero_grad(set_to_none=True)  # the returned model carries no stale gradients
+    model.eval()
+    save_model(run_dir / MODEL_FILE, model, spec, config=to_dict(config), history=history)
+    return TrainResult(model=model, spec=spec, history=history, run_dir=run_dir)
+
+
+def is_complete(run_dir: str | Path, config: TrainConfig) -> bool:
+    """True when ``run_dir`` already holds a finished model trained with exactly ``config``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MODEL_FILE).exists() or not (run_dir / "config.yaml").exists():
+        return False
+    return yaml.safe_load((run_dir / "config.yaml").read_text()) == to_dict(config)
+
+
+def _claim_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
+    """Write config.yaml, refusing to overwrite a different or unfinished run by accident."""
+    config_path = run_dir / "config.yaml"
+    wanted = to_dict(config)
+    if config_path.exists():
+        existing = yaml.safe_load(config_path.read_text())
+        if not resume:
+            raise CheckpointError(
+                f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        if existing != wanted:
+            changed = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
+            raise CheckpointError(
+                f"cannot resume {run_dir}: its config differs in {', '.join(changed)}; use a new --out for a new config"
+            )
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(wanted, sort_keys=False))
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+def load_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
+    return from_dict(TrainConfig, yaml.safe_load(path.read_text()), path="")

@@ -1,0 +1,32 @@
+"""Shared fixtures: a small real-data LeNet-5 trained once per test session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustloss.data import load_dataset
+from robustloss.models import create_model
+from robustloss.train import Phase, TrainConfig, train
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def mnist5k():
+    return load_dataset("mnist-5k")
+
+
+@pytest.fixture(scope="session")
+def trained_lenet(mnist5k, tmp_path_factory):
+    """LeNet-5 trained with CE for 3 epochs on mnist-5k (~96% test accuracy, a few seconds)."""
+    config = TrainConfig(recipe=[Phase("ce", 3)], seed=0)
+    result = train(config, tmp_path_factory.mktemp("lenet"), data=mnist5k, progress=False, log=lambda _: None,
+                   device="cpu")
+    return result.model.eval()
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return create_model("lenet5").eval()
