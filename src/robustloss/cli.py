@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             if args.step_size is not None:
                 params["step_size"] = args.step_size
         spec = AttackSpec(name, eps, params)
-        spec.build(eps[0])  # validate names and parameters before the long part
+        with warnings.catch_warnings():  # budget warnings are reported once, by the evaluation itself
+            warnings.simplefilter("ignore")
+            spec.build(eps[0])  # validate names and parameters before the long part
         plan.append(spec)
     data = load_dataset(config.dataset, args.data_dir)
     evaluation = evaluate(model, data.test, plan, batch_size=args.batch_size, seed=args.seed, device=args.device,
@@ -200,31 +203,25 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_list(args: argparse.Namespace) -> int:
-    from robustloss.data import DATASETS, data_root, load_dataset
+    from robustloss.data import DATASETS, check_dataset_files, data_root
     from robustloss.errors import DatasetNotFoundError
 
     root = data_root(args.data_dir)
     print(f"data root: {root}")
-    print(f"{'name':<15} {'classes':>7} {'shape':<11} status")
+    print(f"{'name':<15} {'classes':>7} {'shape':<9} status")
     for name in DATASETS.names():
         spec = DATASETS.get(name)
         if spec.embedded:
             status = "embedded (no download needed)"
         else:
             try:
-                load_dataset(name, root) if name in ("mnist", "kmnist", "fashion-mnist") else _exists(spec, root)
+                check_dataset_files(name, root)  # looks for the files without reading them
                 status = "on disk"
             except DatasetNotFoundError:
                 status = f"missing: robustloss data fetch {name}"
         shape = "x".join(map(str, spec.image_shape))
-        print(f"{name:<15} {spec.num_classes:>7} {shape:<11} {status}")
+        print(f"{name:<15} {spec.num_classes:>7} {shape:<9} {status}")
     return 0
-
-
-def _exists(spec, root: Path) -> None:
-    from robustloss.data import load_dataset
-
-    load_dataset(spec.name, root)
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +19,37 @@ from robustloss.errors import DatasetNotFoundError
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
+class Python2StylePickler(pickle._Pickler):
+    """Writes pickles the way Python 2 + numpy 1 wrote the published CIFAR files.
+
+    Python 2 ``str`` (dict keys, array buffers, dtype codes) is stored with the BINSTRING
+    opcodes, which Python 3 reads back as bytes under ``encoding="bytes"``; numpy's module
+    was ``numpy.core.multiarray``. Python 3's own protocol 2 differs (``_codecs.encode``).
+    """
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_python2_str(self, obj):
+        data = obj.encode("latin-1") if isinstance(obj, str) else obj
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[str] = save_python2_str
+    dispatch[bytes] = save_python2_str
+
+
+def python2_style_dumps(obj) -> bytes:
+    buffer = io.BytesIO()
+    Python2StylePickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue().replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+
+
 def write_pickle(path: Path, obj) -> None:
-    # Protocol 2, bytes keys: what the Python 2 writer of the real files produced.
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps(obj, protocol=2))
+    path.write_bytes(python2_style_dumps(obj))
 
 
 def random_images(rng, n: int) -> np.ndarray:
@@ -192,6 +221,15 @@ def test_numpy1_module_names_and_protocol5_arrays_load():
     np.testing.assert_array_equal(load_numpy_pickle(io.BytesIO(old_style))[b"data"], array)
     np.testing.assert_array_equal(load_numpy_pickle(io.BytesIO(pickle.dumps(array, protocol=5))), array)
     assert load_numpy_pickle(io.BytesIO(pickle.dumps([np.int64(7)], protocol=2))) == [7]
+
+
+def test_fixture_pickles_look_like_the_published_ones():
+    raw = python2_style_dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [1]})
+    ops = list(pickletools.genops(raw))
+    assert {arg for op, arg, _ in ops if op.name == "GLOBAL"} == {
+        "numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"
+    }
+    assert not {op.name for op, _, _ in ops} & {"BINUNICODE", "SHORT_BINUNICODE", "BINBYTES", "SHORT_BINBYTES"}
 
 
 def test_python2_style_str_data_loads_as_bytes():

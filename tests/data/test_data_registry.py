@@ -118,3 +118,28 @@ def test_wrong_number_of_class_names_from_files(monkeypatch, tmp_path):
     monkeypatch.setitem(DATASETS._entries, "mnist", spec)
     with pytest.raises(DatasetFormatError, match="2 class names for 10 classes"):
         load_dataset("mnist", tmp_path)
+
+
+@pytest.mark.parametrize("name", FILE_DATASETS)
+def test_check_dataset_files_reports_missing_like_load(tmp_path, name):
+    from robustloss.data import check_dataset_files
+
+    with pytest.raises(DatasetNotFoundError) as checked:
+        check_dataset_files(name, tmp_path)
+    with pytest.raises(DatasetNotFoundError) as loaded:
+        load_dataset(name, tmp_path)
+    assert str(checked.value) == str(loaded.value)
+
+
+def test_check_dataset_files_reads_nothing(tmp_path):
+    from robustloss.data import check_dataset_files
+
+    # Empty files with the right names: present, though they would not parse.
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).touch()
+    check_dataset_files("cifar10", tmp_path)
+    check_dataset_files("mnist-5k", tmp_path)  # embedded: always present
+    with pytest.raises(DatasetFormatError):
+        load_dataset("cifar10", tmp_path)

@@ -8,7 +8,7 @@ The data root is ``data_dir``, else ``$ROBUSTLOSS_DATA``, else ``~/.cache/robust
 
 from robustloss.data.fetch import fetch_dataset
 from robustloss.data.format_error import DatasetFormatError
-from robustloss.data.registry import DATASETS, load_dataset
+from robustloss.data.registry import DATASETS, check_dataset_files, load_dataset
 from robustloss.data.root import DATA_ENV_VAR, data_root
 from robustloss.data.spec import Dataset, DatasetSpec, Download
 from robustloss.data.split import ImageSplit
@@ -21,6 +21,7 @@ __all__ = [
     "DatasetSpec",
     "Download",
     "ImageSplit",
+    "check_dataset_files",
     "data_root",
     "fetch_dataset",
     "load_dataset",

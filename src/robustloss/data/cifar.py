@@ -75,8 +75,12 @@ def _decode_names(raw: Any) -> tuple[str, ...]:
 # ---- CIFAR-10 -------------------------------------------------------------------------
 
 
+def _locate_cifar10(root: Path) -> dict[str, Path]:
+    return find_files("cifar10", root, [root / CIFAR10_FOLDER], CIFAR10_FILES)
+
+
 def _load_cifar10(root: Path) -> tuple[ImageSplit, ImageSplit]:
-    paths = find_files("cifar10", root, [root / CIFAR10_FOLDER], CIFAR10_FILES)
+    paths = _locate_cifar10(root)
 
     def read(names: tuple[str, ...]) -> ImageSplit:
         images, labels = [], []
@@ -95,6 +99,7 @@ CIFAR10 = DatasetSpec(
     image_shape=CIFAR_IMAGE_SHAPE,
     class_names=CIFAR10_CLASSES,
     load=_load_cifar10,
+    locate=_locate_cifar10,
     files=tuple(f"{CIFAR10_FOLDER}/{f}" for f in CIFAR10_FILES),
     downloads=(
         Download(
@@ -112,8 +117,12 @@ CIFAR10 = DatasetSpec(
 # ---- CIFAR-100 ------------------------------------------------------------------------
 
 
+def _locate_cifar100(root: Path) -> dict[str, Path]:
+    return find_files("cifar100", root, [root / CIFAR100_FOLDER], CIFAR100_FILES)
+
+
 def _load_cifar100(root: Path) -> tuple[ImageSplit, ImageSplit]:
-    paths = find_files("cifar100", root, [root / CIFAR100_FOLDER], CIFAR100_FILES)
+    paths = _locate_cifar100(root)
 
     def read(name: str) -> ImageSplit:
         path = paths[name]
@@ -141,6 +150,7 @@ CIFAR100 = DatasetSpec(
     # Placeholders until the real names are read from cifar-100-python/meta at load time.
     class_names=tuple(f"class_{i}" for i in range(100)),
     load=_load_cifar100,
+    locate=_locate_cifar100,
     files=tuple(f"{CIFAR100_FOLDER}/{f}" for f in (*CIFAR100_FILES, "meta")),
     downloads=(
         Download(

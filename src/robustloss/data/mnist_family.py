@@ -41,10 +41,19 @@ def _downloads(mirror: str, md5s: tuple[str, str, str, str]) -> tuple[Download, 
     return tuple(Download(f"{mirror}{f}.gz", f"{f}.gz", md5) for f, md5 in zip(IDX_FILES, md5s))
 
 
-def _idx_loader(name: str, torchvision_name: str):
-    def load(root: Path) -> tuple[ImageSplit, ImageSplit]:
+def _idx_locator(name: str, torchvision_name: str):
+    def locate(root: Path) -> dict[str, Path]:
         folders = idx_search_folders(root, name, torchvision_name)
-        paths = find_files(name, root, folders, IDX_FILES, gzip_allowed=True)
+        return find_files(name, root, folders, IDX_FILES, gzip_allowed=True)
+
+    return locate
+
+
+def _idx_loader(name: str, torchvision_name: str):
+    locate = _idx_locator(name, torchvision_name)
+
+    def load(root: Path) -> tuple[ImageSplit, ImageSplit]:
+        paths = locate(root)
         train = _read_pair(paths["train-images-idx3-ubyte"], paths["train-labels-idx1-ubyte"])
         test = _read_pair(paths["t10k-images-idx3-ubyte"], paths["t10k-labels-idx1-ubyte"])
         return train, test
@@ -73,6 +82,7 @@ def _spec(name, torchvision_name, class_names, mirror, md5s, description) -> Dat
         image_shape=(1, 28, 28),
         class_names=tuple(class_names),
         load=_idx_loader(name, torchvision_name),
+        locate=_idx_locator(name, torchvision_name),
         files=IDX_FILES,
         downloads=_downloads(mirror, md5s),
         description=description,

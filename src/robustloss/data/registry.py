@@ -21,6 +21,14 @@ for _spec in (*MNIST_FAMILY, CIFAR10, CIFAR100, SVHN, TINY_IMAGENET, *EMBEDDED):
     DATASETS.register(_spec.name)(_spec)
 
 
+def check_dataset_files(name: str, data_dir: str | os.PathLike[str] | None = None) -> None:
+    """Raise DatasetNotFoundError (same message as ``load_dataset``) unless the files are on
+    disk; reads nothing, so it is instant even for Tiny ImageNet. Embedded datasets pass."""
+    spec = DATASETS.get(name)
+    if spec.locate is not None:
+        spec.locate(data_root(data_dir))
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:
     """Load ``name`` from the data root (see ``data_root``); embedded datasets ignore it.
 

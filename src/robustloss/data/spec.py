@@ -34,6 +34,9 @@ class DatasetSpec:
     # rather than in code. When set, ``load_dataset`` calls it with the data root and, when it
     # returns names, uses them in place of the placeholder ``class_names`` above.
     read_class_names: Callable[[Path], tuple[str, ...] | None] | None = None
+    # Finds the files without reading them (raises DatasetNotFoundError like ``load``), so that
+    # "is it on disk?" is cheap even for Tiny ImageNet. None for embedded datasets.
+    locate: Callable[[Path], object] | None = None
 
 
 @dataclass

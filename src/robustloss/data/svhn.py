@@ -51,8 +51,12 @@ def read_svhn_mat(path: Path) -> ImageSplit:
     return split_from_numpy(x.transpose(3, 2, 0, 1), labels)  # HWCN -> NCHW
 
 
+def _locate_svhn(root: Path) -> dict[str, Path]:
+    return find_files("svhn", root, [root / "svhn", root], SVHN_FILES)
+
+
 def _load_svhn(root: Path) -> tuple[ImageSplit, ImageSplit]:
-    paths = find_files("svhn", root, [root / "svhn", root], SVHN_FILES)
+    paths = _locate_svhn(root)
     return read_svhn_mat(paths["train_32x32.mat"]), read_svhn_mat(paths["test_32x32.mat"])
 
 
@@ -62,6 +66,7 @@ SVHN = DatasetSpec(
     image_shape=(3, 32, 32),
     class_names=tuple(str(d) for d in range(10)),
     load=_load_svhn,
+    locate=_locate_svhn,
     files=SVHN_FILES,
     downloads=(
         Download(f"{SVHN_URL}train_32x32.mat", "train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),

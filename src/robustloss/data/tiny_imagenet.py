@@ -146,9 +146,13 @@ def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
             os.remove(tmp_name)
 
 
+def _locate_tiny_imagenet(root: Path) -> dict[str, Path]:
+    return find_files("tiny-imagenet", root, [root / TREE], EXPECTED, copy_to=root / TREE)
+
+
 def _load_tiny_imagenet(root: Path) -> tuple[ImageSplit, ImageSplit]:
     tree = root / TREE
-    find_files("tiny-imagenet", root, [tree], EXPECTED, copy_to=tree)
+    _locate_tiny_imagenet(root)
     wnids = read_wnids(tree)
     cache = tree / CACHE_FILE
     arrays = _load_cache(cache, wnids)
@@ -173,6 +177,7 @@ TINY_IMAGENET = DatasetSpec(
     # Placeholders until the wnids are read from tiny-imagenet-200/wnids.txt at load time.
     class_names=tuple(f"class_{i}" for i in range(NUM_CLASSES)),
     load=_load_tiny_imagenet,
+    locate=_locate_tiny_imagenet,
     files=tuple(f"{TREE}/{f}" for f in EXPECTED),
     downloads=(
         Download(

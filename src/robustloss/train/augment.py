@@ -26,8 +26,18 @@ def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4, fl
     return out
 
 
+def random_crop(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Crop without flip, for data where mirroring changes meaning (digits, text)."""
+    return random_crop_flip(x, generator, flip=False)
+
+
 def augmentation_for(mode: str, color: bool):
-    """The batch transform for a config's ``augment`` value, or None."""
+    """The batch transform for a config's ``augment`` value, or None.
+
+    ``auto`` follows the papers: random crop + flip for colour datasets, nothing for gray ones.
+    """
     if mode == "crop-flip" or (mode == "auto" and color):
         return random_crop_flip
+    if mode == "crop":
+        return random_crop
     return None

@@ -45,7 +45,7 @@ class TrainConfig:
     recipe: list[Phase] = field(default_factory=lambda: [Phase("ce", 20)])
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     batch_size: int = 256
-    augment: Literal["auto", "none", "crop-flip"] = "auto"  # auto: crop+flip for colour datasets only
+    augment: Literal["auto", "none", "crop", "crop-flip"] = "auto"  # auto: crop+flip for colour datasets only
     seed: int = 0
 
     def __post_init__(self) -> None:
