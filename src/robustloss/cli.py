@@ -130,8 +130,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _check_names(config)
     result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, device=args.device,
                    progress=not args.no_progress)
-    print(f"model written to {Path(args.out) / 'model.pt'}")
-    print(yaml.safe_dump({"final": result.history[-1]}, sort_keys=False).rstrip())
+    last = result.history[-1]
+    print(f"final (epoch {last['epoch']}, {last['phase']}): train loss {last['train_loss']:.4f}, "
+          f"train acc {100 * last['train_acc']:.1f}%, test acc {100 * last['test_acc']:.1f}%")
+    print(f"model written to {Path(args.out) / 'model.pt'}; attack it with: robustloss eval {args.out}")
     return 0
 
 

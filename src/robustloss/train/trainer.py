@@ -138,7 +138,8 @@ def train(
             f"test acc {100 * test_acc:.1f}%  ({row['seconds']:.1f}s)")
         atomic_save(
             {"model_spec": to_dict(spec), "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "epoch": epoch + 1, "history": history, "config": to_dict(config),
+             "epoch": epoch + 1, "phase": {"index": phase_index, "loss": phase.loss}, "history": history,
+             "config": to_dict(config),
              "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}},
             checkpoint_path,
         )
