@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n-test", type=int, default=None, help="evaluate only the first N test samples")
     ev.add_argument("--batch-size", type=int, default=500)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", help="where to write results (default: RUN/eval)")
     _add_common(ev)
     ev.set_defaults(handler=_cmd_eval)
 
@@ -192,7 +193,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     evaluation = evaluate(model, data.test, plan, batch_size=args.batch_size, seed=args.seed, device=args.device,
                           max_samples=args.n_test, progress=not args.no_progress,
                           meta={"run": str(run), "dataset": config.dataset})
-    out = run / "eval"
+    out = Path(args.out) if args.out else run / "eval"
     evaluation.save(out / "records.npz")
     method = config.recipe[-1].loss
     recipe = " -> ".join(f"{p.loss} x{p.epochs}" for p in config.recipe)
