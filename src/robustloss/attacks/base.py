@@ -25,7 +25,7 @@ from typing import ClassVar, final
 import torch
 from torch import Tensor, nn
 
-from robustloss.attacks.objectives import get_objective
+from robustloss.attacks.objectives import Objective, check_objective_name, get_objective, resolve_objective
 from robustloss.errors import AttackBudgetError
 
 # Slack for float32 round-off in x + delta and clamping.
@@ -44,6 +44,7 @@ class AttackResult:
     queries: Tensor  # (N,) int64 model evaluations used until the returned example was found
     linf: Tensor  # (N,) ||x_adv - x||_inf
     l2: Tensor  # (N,) ||x_adv - x||_2
+    objective: str = ""  # the objective actually used ("adaptive" resolved for this model)
 
 
 class Attack:
@@ -55,8 +56,8 @@ class Attack:
             raise ValueError(f"{self.name}: eps must be a finite number >= 0, got {eps}")
         self.eps = float(eps)
         self.targeted = bool(targeted)
-        self.objective_name = objective
-        self.objective = get_objective(objective)
+        check_objective_name(objective)
+        self.objective_name = objective  # may be "adaptive": resolved per model at call time
 
     def hyperparameters(self) -> dict:
         return {"eps": self.eps, "targeted": self.targeted, "objective": self.objective_name}
@@ -82,12 +83,13 @@ class Attack:
         if self.targeted and target is None:
             raise ValueError(f"{self.name} was built with targeted=True: pass target=<labels>")
         goal = target if self.targeted else y
+        objective = resolve_objective(self.objective_name, model)
         x = x.detach()
         was_training = model.training
         model.eval()
         try:
             with torch.enable_grad():
-                x_adv, queries = self.run(model, x, y, goal, generator)
+                x_adv, queries = self.run(model, x, y, goal, get_objective(objective), generator)
             x_adv = x_adv.detach()
             self._check_budget(x, x_adv)
             with torch.no_grad():
@@ -103,12 +105,15 @@ class Attack:
             queries=queries,
             linf=diff.abs().amax(dim=1),
             l2=diff.norm(dim=1),
+            objective=objective,
         )
 
     def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, generator: torch.Generator | None
+        self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, objective: Objective,
+        generator: torch.Generator | None,
     ) -> tuple[Tensor, Tensor]:
-        """Return (x_adv, queries). ``goal`` is y (untargeted) or the target labels."""
+        """Return (x_adv, queries). ``goal`` is y (untargeted) or the target labels; ``objective``
+        gives per-sample values to maximise (already resolved for this model)."""
         raise NotImplementedError
 
     def is_success(self, logits: Tensor, y: Tensor, goal: Tensor) -> Tensor:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from robustloss.attacks.base import Attack, warn_if_budget_unreachable
+from robustloss.attacks.objectives import Objective
 from robustloss.attacks.registry import ATTACKS
 
 
@@ -59,7 +60,8 @@ class LinfGradientAttack(Attack):
         return params
 
     def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, generator: torch.Generator | None
+        self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, objective: Objective,
+        generator: torch.Generator | None,
     ) -> tuple[Tensor, Tensor]:
         lower, upper = (x - self.eps).clamp_min(0), (x + self.eps).clamp_max(1)
         x_adv = x.clone()
@@ -74,7 +76,7 @@ class LinfGradientAttack(Attack):
         for step in range(self.steps):
             x_adv.requires_grad_(True)
             logits = model(x_adv)
-            gain = self.objective(logits, goal, self.targeted)
+            gain = objective(logits, goal, self.targeted)
             (grad,) = torch.autograd.grad(gain.sum(), x_adv)
             x_adv = x_adv.detach()
 

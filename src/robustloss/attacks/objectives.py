@@ -7,6 +7,12 @@ Signature: ``objective(logits, labels, targeted) -> Tensor[N]``. For untargeted 
 * ``cw``  - logit margin of Carlini & Wagner (2017): max_{j!=y} a_j - a_y (untargeted),
             a_t - max_{j!=t} a_j (targeted). Invariant to how the softmax is saturated.
 * ``dlr`` - difference of logits ratio of Croce & Hein (2020), scale invariant.
+* ``mmc`` - the adaptive objective for center heads whose logits are -||z - mu_k||^2 (MMC paper,
+            Appendix B.4): untargeted, raise the distance to the true center (L_Ada^un,1 =
+            -L_MMC(z, y)); targeted, shrink the distance to the target center (L_Ada^tar,1).
+            The C&W forms (un,2 / tar,2) are ``cw`` applied to the same logits.
+* ``adaptive`` - not a function: attacks resolve it, per model, to the objective named by the
+            loss the model was trained with (``Loss.attack_objective``), falling back to ``cw``.
 """
 
 from __future__ import annotations
@@ -58,8 +64,30 @@ def difference_of_logits_ratio(logits: Tensor, labels: Tensor, targeted: bool) -
     return (_largest_other(logits, labels) - own) / scale
 
 
+@OBJECTIVES.register("mmc")
+def center_distance(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+    own = logits.gather(1, labels[:, None]).squeeze(1)  # -scale * ||z - mu_label||^2
+    return own if targeted else -own
+
+
+ADAPTIVE = "adaptive"
+
+
 def get_objective(name: str) -> Objective:
     return OBJECTIVES.get(name)
+
+
+def check_objective_name(name: str) -> None:
+    if name != ADAPTIVE:
+        OBJECTIVES.get(name)
+
+
+def resolve_objective(name: str, model) -> str:
+    """The concrete objective for ``model``: ``name`` itself, or for ``adaptive`` the one that
+    fits the loss the model was trained with (recorded in its saved spec as ``trained_with``)."""
+    if name != ADAPTIVE:
+        return name
+    return objective_for_loss(getattr(model, "trained_with", None))
 
 
 def objective_for_loss(loss_name: str | None) -> str:

@@ -57,6 +57,7 @@ def evaluate(
                 log(f"warning: {w.message}")
             started = time.perf_counter()
             parts: dict[str, list[np.ndarray]] = {"adv_pred": [], "linf": [], "l2": [], "queries": []}
+            objective = ""
             batches = range(0, len(split), batch_size)
             for start in tqdm(batches, desc=f"{spec.attack} eps={eps:g}", leave=False, disable=not progress):
                 x, y = split.batch(slice(start, start + batch_size))
@@ -66,8 +67,12 @@ def evaluate(
                 parts["linf"].append(result.linf.cpu().float().numpy())
                 parts["l2"].append(result.l2.cpu().float().numpy())
                 parts["queries"].append(result.queries.cpu().numpy())
+                objective = result.objective
+            params = attack.hyperparameters()
+            if objective and objective != params.get("objective"):
+                params |= {"objective": objective, "objective_requested": params.get("objective")}
             record = AttackRecord(
-                attack=spec.attack, eps=float(eps), params=attack.hyperparameters(),
+                attack=spec.attack, eps=float(eps), params=params,
                 seconds=time.perf_counter() - started, **{k: np.concatenate(v) for k, v in parts.items()},
             )
             evaluation.records.append(record)

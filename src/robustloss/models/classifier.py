@@ -40,6 +40,7 @@ class Classifier(nn.Module):
         self.normalize: nn.Module = Normalize(*normalize) if normalize else nn.Identity()
         self.backbone = backbone
         self.head: nn.Module = nn.Linear(feature_dim, num_classes)
+        self.trained_with: str | None = None  # name of the training loss, once known
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate features z (what t-SNE plots and center-based losses use)."""

@@ -29,9 +29,11 @@ class ModelSpec:
     name: str
     params: dict[str, Any]  # num_classes, in_channels, input_size, and architecture options
     head: HeadSpec | None = None
+    loss: str | None = None  # the loss of the last training phase (picks the "adaptive" attack objective)
 
     def build(self) -> Classifier:
         model = create_model(self.name, **self.params)
+        model.trained_with = self.loss
         if self.head is not None:
             from robustloss.losses import create_loss  # models must not import losses at import time
 

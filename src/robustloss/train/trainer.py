@@ -16,10 +16,11 @@ before anything is written, so ``last.pt`` stays the last good state.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import yaml
@@ -29,7 +30,7 @@ from robustloss.config import from_dict, to_dict
 from robustloss.data import Dataset, load_dataset
 from robustloss.device import resolve_device
 from robustloss.errors import CheckpointError, NonFiniteLossError
-from robustloss.losses import create_loss
+from robustloss.losses import Loss, create_loss
 from robustloss.models.classifier import Classifier
 from robustloss.models.saved import HeadSpec, ModelSpec, save_model
 from robustloss.train.augment import augmentation_for
@@ -54,10 +55,16 @@ def model_spec_for(config: TrainConfig, dataset: Dataset) -> ModelSpec:
     return ModelSpec(name=config.model, params=params | config.model_params)
 
 
-def build_optimizer(model: Classifier, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+def build_optimizer(parameters: Iterable[torch.nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    parameters = list(parameters)
     if cfg.name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _trained_parameters(model: Classifier, loss_fn: Loss) -> list[torch.nn.Parameter]:
+    """The model's parameters, then the loss's own (e.g. center-loss centers), in a fixed order."""
+    return [*model.parameters(), *loss_fn.parameters()]
 
 
 def learning_rate_at(cfg: OptimizerConfig, epoch: int) -> float:
@@ -86,15 +93,21 @@ def train(
     generator = torch.Generator().manual_seed(config.seed)
     spec = model_spec_for(config, data)
     model = spec.build().to(dev)
-    optimizer = build_optimizer(model, config.optimizer)
+    loss_fn: Loss | None = None
+    optimizer = build_optimizer(model.parameters(), config.optimizer)
     history: list[dict] = []
-    start_epoch = 0
+    start_epoch, current_phase = 0, -1
     if resume and checkpoint_path.exists():
         state = safe_load(checkpoint_path, map_location=dev)
         spec = from_dict(ModelSpec, state["model_spec"])
         model = spec.build().to(dev)
         model.load_state_dict(state["state_dict"])
-        optimizer = build_optimizer(model, config.optimizer)
+        current_phase = state["phase"]["index"]
+        phase = config.recipe[current_phase]
+        loss_fn = create_loss(phase.loss, **phase.params).to(dev)
+        loss_fn.bind(model)
+        loss_fn.load_state_dict(state["loss_state"])
+        optimizer = build_optimizer(_trained_parameters(model, loss_fn), config.optimizer)
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["rng"]["generator"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -102,17 +115,21 @@ def train(
         log(f"resuming {run_dir} after epoch {start_epoch}/{config.total_epochs}")
 
     augment = augmentation_for(config.augment, data.spec.color)
-    current_phase = config.phase_at(start_epoch - 1)[0] if start_epoch else -1
     for epoch in range(start_epoch, config.total_epochs):
         phase_index, phase = config.phase_at(epoch)
-        loss_fn = create_loss(phase.loss, **phase.params).to(dev)
         if phase_index != current_phase:
             current_phase = phase_index
+            loss_fn = create_loss(phase.loss, **phase.params).to(dev)
             head = loss_fn.make_head(model.feature_dim, model.num_classes)
-            if head is not None:  # the loss shapes the classifier: swap head, new optimizer for its params
+            if head is not None:  # the loss shapes the classifier: the saved model carries this head
                 model.replace_head(head.to(dev))
-                spec = ModelSpec(spec.name, spec.params, HeadSpec(phase.loss, dict(phase.params)))
-                optimizer = build_optimizer(model, config.optimizer)
+                spec = dataclasses.replace(spec, head=HeadSpec(phase.loss, dict(phase.params)))
+            spec = dataclasses.replace(spec, loss=phase.loss)
+            model.trained_with = phase.loss
+            loss_fn.bind(model)
+            trained = _trained_parameters(model, loss_fn)
+            if [id(p) for p in trained] != [id(p) for g in optimizer.param_groups for p in g["params"]]:
+                optimizer = build_optimizer(trained, config.optimizer)  # new head or loss parameters
         lr = learning_rate_at(config.optimizer, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -120,6 +137,7 @@ def train(
         started = time.perf_counter()
         desc = f"{run_dir.name} epoch {epoch + 1}/{config.total_epochs} [{phase.loss}]"
         try:
+            assert loss_fn is not None
             stats = train_one_epoch(
                 model, loss_fn, data.train, optimizer, batch_size=config.batch_size, generator=generator,
                 augment=augment, device=dev, desc=desc, progress=progress,
@@ -138,6 +156,7 @@ def train(
             f"test acc {100 * test_acc:.1f}%  ({row['seconds']:.1f}s)")
         atomic_save(
             {"model_spec": to_dict(spec), "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "loss_state": loss_fn.state_dict(),
              "epoch": epoch + 1, "phase": {"index": phase_index, "loss": phase.loss}, "history": history,
              "config": to_dict(config),
              "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}},
