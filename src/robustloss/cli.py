@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--eps", default="0.1,0.2,0.3", help="comma-separated L-inf budgets")
     ev.add_argument("--steps", type=int, help="override the iterative attacks' step count")
     ev.add_argument("--step-size", type=float, help="override the iterative attacks' step size")
-    ev.add_argument("--objective", default="ce", help="attack objective: ce, cw, dlr")
+    ev.add_argument("--objective", default="adaptive",
+                    help="attack objective: adaptive (the one that fits the model's training loss; default), "
+                         "ce, cw, dlr, mmc")
     ev.add_argument("--n-test", type=int, default=None, help="evaluate only the first N test samples")
     ev.add_argument("--batch-size", type=int, default=500)
     ev.add_argument("--seed", type=int, default=0)

@@ -24,7 +24,7 @@ def test_train_then_eval(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--loss", "pcx", "--epochs", "1"], "unknown loss 'pcx'; valid loss names: ce, pc"),
+        (["train", "--loss", "pcx", "--epochs", "1"], "unknown loss 'pcx'; valid loss names: arcface, ce, center, "),
         (["train", "--recipe", "ce:1", "--model", "lenet"], "unknown model 'lenet'; valid model names: cnn3"),
         (["train", "--recipe", "ce:1", "--dataset", "mnist5k"], "unknown dataset 'mnist5k'; valid dataset names"),
         (["train", "--recipe", "ce:1,pc:1", "--loss-param", "pc.margin=1"], "valid parameters: xi, lam, variant"),
@@ -70,3 +70,13 @@ def test_data_list(capsys, tmp_path):
     assert main(["data", "list", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "mnist-5k" in out and "embedded" in out and "robustloss data fetch cifar10" in out
+
+
+def test_eval_defaults_to_the_objective_that_fits_the_head(tmp_path, capsys):
+    run = tmp_path / "mmc"
+    assert main(["train", "--dataset", "mnist-5k", "--loss", "mmc", "--epochs", "1", "--out", str(run),
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert main(["eval", str(run), "--attacks", "pgd", "--eps", "0.1", "--n-test", "50", "--device", "cpu",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "objective=mmc" in out and "objective_requested=adaptive" in out

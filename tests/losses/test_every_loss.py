@@ -10,10 +10,14 @@ from robustloss.data.spec import Dataset
 from robustloss.losses import LOSSES, create_loss
 from robustloss.models import Classifier
 from robustloss.models.saved import load_model
-from robustloss.train import Phase, TrainConfig, train
+from robustloss.train import OptimizerConfig, Phase, TrainConfig, train
 
 QUIET = {"progress": False, "log": lambda _: None, "device": "cpu"}
 ALL_LOSSES = LOSSES.names()
+# One epoch uses the PC paper's Adam lr 0.01, except for ArcFace: its cosine head on LeNet-5's
+# post-ReLU features collapses to one class at that rate (10.8% after one epoch, 80% only after
+# eight), while lr 0.001 gives 53% after one epoch. A known property of the head, not a bug.
+ONE_EPOCH_LR = {"arcface": 0.001}
 
 
 def small_setup(name: str):
@@ -60,7 +64,8 @@ def mnist_subset(mnist5k):
 @pytest.mark.parametrize("name", ALL_LOSSES)
 def test_trains_lenet5_one_epoch_and_round_trips(name, mnist_subset, tmp_path):
     run = tmp_path / name
-    result = train(TrainConfig(recipe=[Phase(name, 1)], seed=0), run, data=mnist_subset, **QUIET)
+    optimizer = OptimizerConfig(lr=ONE_EPOCH_LR.get(name, 0.01))
+    result = train(TrainConfig(recipe=[Phase(name, 1)], optimizer=optimizer, seed=0), run, data=mnist_subset, **QUIET)
     row = result.history[-1]
     assert torch.isfinite(torch.tensor(row["train_loss"]))
     assert row["test_acc"] > 0.3, f"{name}: test accuracy {row['test_acc']:.2f} after one epoch (chance 0.1)"

@@ -4,6 +4,16 @@ from robustloss.losses.base import Loss
 from robustloss.losses.registry import LOSSES, create_loss
 
 # Importing the loss modules registers them.
-from robustloss.losses import cross_entropy, isce, mmc, pc  # noqa: E402,F401
+from robustloss.losses import (  # noqa: E402,F401
+    arcface,
+    center_loss,
+    cross_entropy,
+    gce,
+    isce,
+    label_smoothing,
+    lgm,
+    mmc,
+    pc,
+)
 
 __all__ = ["Loss", "LOSSES", "create_loss"]
