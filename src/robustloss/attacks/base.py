@@ -8,7 +8,10 @@ only). ``attack(model, x, y, target=None, generator=None) -> AttackResult`` then
   parameters are never modified and receive no ``.grad`` (gradients are taken with respect
   to the input only);
 * checks the returned perturbation against the budget and raises ``AttackBudgetError``
-  if it is violated (a bug, never an expected outcome);
+  if it is violated (a bug, never an expected outcome). ``norm`` is "linf" or "l2" for
+  norm-bounded attacks and None for attacks without a norm budget (Gaussian noise,
+  rotation). Minimum-norm attacks (C&W, DeepFool) take ``eps=None`` to run unbounded and
+  report the distance they needed; with a number they are held to that budget;
 * judges success with one final forward pass on the returned images.
 
 Subclasses implement ``run``, which returns the adversarial images and the number of model
@@ -49,12 +52,12 @@ class AttackResult:
 
 class Attack:
     name: ClassVar[str] = ""
-    norm: ClassVar[str] = "linf"
+    norm: ClassVar[str | None] = "linf"
 
-    def __init__(self, *, eps: float, targeted: bool = False, objective: str = "ce"):
-        if not (eps >= 0 and math.isfinite(eps)):
-            raise ValueError(f"{self.name}: eps must be a finite number >= 0, got {eps}")
-        self.eps = float(eps)
+    def __init__(self, *, eps: float | None, targeted: bool = False, objective: str = "ce"):
+        if eps is not None and not (eps >= 0 and math.isfinite(eps)):
+            raise ValueError(f"{self.name}: eps must be a finite number >= 0 (or None where unbounded), got {eps}")
+        self.eps = None if eps is None else float(eps)
         self.targeted = bool(targeted)
         check_objective_name(objective)
         self.objective_name = objective  # may be "adaptive": resolved per model at call time
@@ -127,6 +130,8 @@ class Attack:
             raise AttackBudgetError(f"{self.name} returned non-finite pixels")
         if float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
             raise AttackBudgetError(f"{self.name} left the [0, 1] image box")
+        if self.norm is None or self.eps is None:
+            return
         if self.norm == "linf":
             size = float((x_adv - x).abs().amax())
         else:
