@@ -2,9 +2,11 @@
 
 from robustloss.attacks.base import Attack, AttackBudgetWarning, AttackResult
 from robustloss.attacks.objectives import OBJECTIVES, get_objective
+from robustloss.attacks.presets import PRESETS, preset, register_preset
 from robustloss.attacks.registry import ATTACKS, create_attack
 
 # Importing the attack modules registers them.
 from robustloss.attacks import linf_gradient  # noqa: E402,F401
 
-__all__ = ["Attack", "AttackResult", "AttackBudgetWarning", "ATTACKS", "OBJECTIVES", "create_attack", "get_objective"]
+__all__ = ["Attack", "AttackResult", "AttackBudgetWarning", "ATTACKS", "OBJECTIVES", "PRESETS", "create_attack",
+           "get_objective", "preset", "register_preset"]
