@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
 	$(PY) -m pip install -q -e '.[dev]'
+	# torchattacks is a reference implementation for tests and benchmarks only. It declares
+	# torchvision (which has no CPU build and would replace torch) but never imports it.
+	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
 clean:

