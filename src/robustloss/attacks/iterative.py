@@ -10,7 +10,9 @@ for L-inf, the unit-L2 gradient and radial shrinking for L2.
 The gradient is taken with respect to the input only. The success of every iterate is read
 from the logits that the gradient computation already produced, so each sample keeps the
 first iterate that fooled the model at no extra cost: the attack never reports a sample as
-robust when one of its iterates was a valid adversarial example. With ``restarts > 1`` the
+robust when one of its iterates was a valid adversarial example. ``early_stop=False``
+returns the final iterate instead (the textbook protocol); transfer attacks need it, because
+an example that only just crosses the substitute's boundary rarely fools another model. With ``restarts > 1`` the
 whole attack is repeated from new random starts on the samples still standing, keeping the
 first success per sample (Madry et al. 2018; Croce & Hein 2020 keep the best restart too).
 """
@@ -40,10 +42,12 @@ class IterativeGradientAttack(Attack):
         random_start: bool = False,
         momentum: float | None = None,
         restarts: int = 1,
+        early_stop: bool = True,
         targeted: bool = False,
         objective: str = "ce",
     ):
         super().__init__(eps=eps, targeted=targeted, objective=objective)
+        self.early_stop = bool(early_stop)
         if steps < 1:
             raise ValueError(f"{self.name}: steps must be >= 1, got {steps}")
         if step_size <= 0:
@@ -64,6 +68,8 @@ class IterativeGradientAttack(Attack):
             params["momentum"] = self.momentum
         if self.restarts > 1:
             params["restarts"] = self.restarts
+        if not self.early_stop:
+            params["early_stop"] = False
         return params
 
     # --- norm-specific geometry (L-inf here; L2 subclasses override) ---
@@ -114,10 +120,11 @@ class IterativeGradientAttack(Attack):
             (grad,) = torch.autograd.grad(gain.sum(), x_adv)
             x_adv = x_adv.detach()
 
-            newly = self.is_success(logits.detach(), y, goal) & ~found
-            best[newly] = x_adv[newly]
-            steps_used[newly] = step + 1
-            found |= newly
+            if self.early_stop:
+                newly = self.is_success(logits.detach(), y, goal) & ~found
+                best[newly] = x_adv[newly]
+                steps_used[newly] = step + 1
+                found |= newly
 
             if velocity is not None:
                 velocity = self.momentum * velocity + grad / _per_sample_norm(grad, 1).clamp_min(1e-12)

@@ -36,9 +36,10 @@ class FGSM(IterativeGradientAttack):
 class BIM(IterativeGradientAttack):
     name = "bim"
 
-    def __init__(self, *, eps: float, steps: int = 10, step_size: float = 0.01, targeted: bool = False,
-                 objective: str = "ce"):
-        super().__init__(eps=eps, steps=steps, step_size=step_size, targeted=targeted, objective=objective)
+    def __init__(self, *, eps: float, steps: int = 10, step_size: float = 0.01, early_stop: bool = True,
+                 targeted: bool = False, objective: str = "ce"):
+        super().__init__(eps=eps, steps=steps, step_size=step_size, early_stop=early_stop, targeted=targeted,
+                         objective=objective)
 
 
 @ATTACKS.register("pgd")
@@ -46,9 +47,9 @@ class PGD(IterativeGradientAttack):
     name = "pgd"
 
     def __init__(self, *, eps: float, steps: int = 40, step_size: float = 0.01, random_start: bool = True,
-                 restarts: int = 1, targeted: bool = False, objective: str = "ce"):
+                 restarts: int = 1, early_stop: bool = True, targeted: bool = False, objective: str = "ce"):
         super().__init__(eps=eps, steps=steps, step_size=step_size, random_start=random_start, restarts=restarts,
-                         targeted=targeted, objective=objective)
+                         early_stop=early_stop, targeted=targeted, objective=objective)
 
 
 @ATTACKS.register("mim")
@@ -56,9 +57,9 @@ class MIM(IterativeGradientAttack):
     name = "mim"
 
     def __init__(self, *, eps: float, steps: int = 40, step_size: float = 0.01, decay: float = 1.0,
-                 targeted: bool = False, objective: str = "ce"):
-        super().__init__(eps=eps, steps=steps, step_size=step_size, momentum=decay, targeted=targeted,
-                         objective=objective)
+                 early_stop: bool = True, targeted: bool = False, objective: str = "ce"):
+        super().__init__(eps=eps, steps=steps, step_size=step_size, momentum=decay, early_stop=early_stop,
+                         targeted=targeted, objective=objective)
 
 
 @ATTACKS.register("pgd-l2")
@@ -66,7 +67,7 @@ class PGDL2(L2IterativeGradientAttack):
     name = "pgd-l2"
 
     def __init__(self, *, eps: float, steps: int = 10, step_size: float | None = None, random_start: bool = True,
-                 restarts: int = 1, targeted: bool = False, objective: str = "ce"):
+                 restarts: int = 1, early_stop: bool = True, targeted: bool = False, objective: str = "ce"):
         step_size = 2.5 * eps / steps if step_size is None else step_size
         super().__init__(eps=eps, steps=steps, step_size=max(step_size, 1e-12), random_start=random_start,
-                         restarts=restarts, targeted=targeted, objective=objective)
+                         restarts=restarts, early_stop=early_stop, targeted=targeted, objective=objective)
