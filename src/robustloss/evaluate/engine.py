@@ -1,9 +1,19 @@
 """``evaluate(model, split, plan)``: run every (attack, eps) of a plan over a test split.
 
-Batches are attacked whole (no per-sample loop). Each (attack, eps, batch) draws its
-random numbers from its own generator, derived from the seed and its position in the
-plan, so results are identical under a fixed seed regardless of batch order or of which
-other attacks run.
+* Clean-misclassified samples are never attacked: under the papers' convention they count as
+  failures anyway.
+* ``mode="protocol"`` attacks every clean-correct sample with every attack (the papers'
+  tables; each attack's accuracy stands alone). ``mode="worst-case"`` attacks, at each
+  budget, only the samples no earlier attack of the same norm has broken within that budget
+  (AutoAttack's order of work): far fewer attack runs for the same worst-case number, but a
+  later attack's own accuracy is then only a bound.
+* Batches are attacked whole. Each (attack, eps, batch) draws its random numbers from its
+  own generator, derived from the seed, the attack and the batch's first sample, so results
+  are identical under a fixed seed.
+* ``cache_dir`` keeps every finished batch on disk (``ChunkCache``): a killed evaluation
+  re-run with the same arguments continues where it stopped.
+* ``save_adversarial`` writes, per (attack, eps), the successful adversarial examples with
+  their sample indices, as a tensor file loadable with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -11,16 +21,20 @@ from __future__ import annotations
 import time
 import warnings
 import zlib
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from robustloss.checkpoint import atomic_save
 from robustloss.data.split import ImageSplit
 from robustloss.device import resolve_device
+from robustloss.evaluate.chunk_cache import ChunkCache, model_fingerprint
 from robustloss.evaluate.plan import AttackSpec
-from robustloss.evaluate.records import AttackRecord, Evaluation
+from robustloss.evaluate.records import NOT_ATTACKED, AttackRecord, Evaluation
+from robustloss.evaluate.worst_case import broken_within
 from robustloss.models.classifier import Classifier
 from robustloss.train.loop import predict
 
@@ -34,19 +48,27 @@ def evaluate(
     seed: int = 0,
     device: str | None = "auto",
     max_samples: int | None = None,
+    mode: Literal["protocol", "worst-case"] = "protocol",
+    cache_dir: str | Path | None = None,
+    save_adversarial: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
     meta: dict | None = None,
 ) -> Evaluation:
+    if mode not in ("protocol", "worst-case"):
+        raise ValueError(f"mode must be 'protocol' or 'worst-case', got {mode!r}")
     dev = resolve_device(device)
     model = model.to(dev).eval()
     if max_samples is not None and max_samples < len(split):
         split = split.subset(slice(0, max_samples))
-    index = np.arange(len(split))
     labels = split.labels.numpy()
     clean_pred = predict(model, split, batch_size=batch_size, device=dev).numpy()
-    evaluation = Evaluation(index=index, labels=labels, clean_pred=clean_pred, meta=dict(meta or {}) | {"seed": seed})
+    evaluation = Evaluation(index=np.arange(len(split)), labels=labels, clean_pred=clean_pred,
+                            meta=dict(meta or {}) | {"seed": seed, "mode": mode})
     log(f"clean accuracy {100 * evaluation.clean_accuracy:.1f}% on {len(split)} samples")
+    cache = ChunkCache(cache_dir) if cache_dir is not None else None
+    fingerprint = model_fingerprint(model) if cache is not None else ""
+    num_classes = int(getattr(model, "num_classes", labels.max() + 1))
 
     for spec in plan:
         for eps in spec.eps:
@@ -55,31 +77,99 @@ def evaluate(
                 attack = spec.build(eps)
             for w in caught:
                 log(f"warning: {w.message}")
-            started = time.perf_counter()
-            parts: dict[str, list[np.ndarray]] = {"adv_pred": [], "linf": [], "l2": [], "queries": []}
-            objective = ""
-            batches = range(0, len(split), batch_size)
-            for start in tqdm(batches, desc=f"{spec.attack} eps={eps:g}", leave=False, disable=not progress):
-                x, y = split.batch(slice(start, start + batch_size))
-                generator = torch.Generator().manual_seed(_derived_seed(seed, spec.attack, eps, start))
-                result = attack(model, x.to(dev), y.to(dev), generator=generator)
-                parts["adv_pred"].append(result.pred.cpu().numpy())
-                parts["linf"].append(result.linf.cpu().float().numpy())
-                parts["l2"].append(result.l2.cpu().float().numpy())
-                parts["queries"].append(result.queries.cpu().numpy())
-                objective = result.objective
-            params = attack.hyperparameters()
-            if objective and objective != params.get("objective"):
-                params |= {"objective": objective, "objective_requested": params.get("objective")}
-            record = AttackRecord(
-                attack=spec.attack, eps=float(eps), params=params,
-                seconds=time.perf_counter() - started, **{k: np.concatenate(v) for k, v in parts.items()},
+            to_attack = evaluation.clean_correct.copy()
+            if mode == "worst-case" and attack.norm is not None and eps is not None:
+                to_attack &= ~broken_within(evaluation, attack.norm, eps)
+            record = _run_attack(
+                attack, spec, eps, split, np.flatnonzero(to_attack), num_classes, batch_size=batch_size, seed=seed,
+                device=dev, model=model, cache=cache, fingerprint=fingerprint,
+                save_adversarial=save_adversarial, progress=progress,
             )
             evaluation.records.append(record)
-            log(f"{spec.attack:>5} eps={eps:<5g} accuracy {100 * evaluation.accuracy(record):5.1f}%  "
-                f"({record.seconds:.1f}s)")
+            shown = "-" if eps is None else f"{eps:g}"
+            log(f"{spec.name:>9} eps={shown:<6} accuracy {100 * evaluation.accuracy(record):5.1f}%  "
+                f"({int(record.attacked.sum())} attacked, {record.seconds:.1f}s)")
     return evaluation
 
 
-def _derived_seed(seed: int, attack: str, eps: float, start: int) -> int:
-    return (seed * 1_000_003 + zlib.crc32(f"{attack}|{eps:.10g}|{start}".encode())) % (2**63)
+def _run_attack(attack, spec: AttackSpec, eps, split: ImageSplit, indices: np.ndarray, num_classes: int, *,
+                batch_size: int, seed: int, device, model, cache: ChunkCache | None, fingerprint: str,
+                save_adversarial, progress: bool) -> AttackRecord:
+    n = len(split)
+    out = {"adv_pred": np.full(n, NOT_ATTACKED, dtype=np.int64), "linf": np.full(n, np.nan, dtype=np.float32),
+           "l2": np.full(n, np.nan, dtype=np.float32), "queries": np.zeros(n, dtype=np.int64),
+           "target": np.full(n, NOT_ATTACKED, dtype=np.int64)}
+    saved_index, saved_images = [], []
+    objective = attack.objective_name
+    started = time.perf_counter()
+    shown = "-" if eps is None else f"{eps:g}"
+    for start in tqdm(range(0, len(indices), batch_size), desc=f"{spec.name} eps={shown}", leave=False,
+                      disable=not progress):
+        idx = indices[start : start + batch_size]
+        batch_seed = _derived_seed(seed, spec.name, eps, int(idx[0]))
+        key = ChunkCache.key(attack=spec.name, params=attack.hyperparameters(), eps=eps, seed=batch_seed,
+                             index=zlib.crc32(idx.tobytes()), n=len(idx), model=fingerprint,
+                             with_images=save_adversarial is not None, targets=spec.targets)
+        chunk = cache.load(key) if cache is not None else None
+        if chunk is None:
+            chunk = _attack_chunk(attack, split, idx, num_classes, spec.targets, batch_seed, device, model,
+                                  keep_images=save_adversarial is not None)
+            if cache is not None:
+                cache.save(key, chunk)
+        for name in out:
+            out[name][idx] = chunk[name]
+        objective = str(chunk["objective"]) if "objective" in chunk else objective
+        if save_adversarial is not None:
+            saved_index.append(idx[chunk["fooled"]])
+            saved_images.append(chunk["x_adv"])
+    params = attack.hyperparameters()
+    if objective and objective != params.get("objective"):
+        params |= {"objective": objective, "objective_requested": params.get("objective")}
+    if attack.targeted:
+        params["targets"] = spec.targets
+    record = AttackRecord(attack=spec.resolved()[0], eps=eps, params=params, seconds=time.perf_counter() - started,
+                          norm=attack.norm, label=spec.label or (spec.attack if spec.attack != spec.resolved()[0] else ""),
+                          adv_pred=out["adv_pred"], linf=out["linf"], l2=out["l2"], queries=out["queries"],
+                          target=out["target"] if attack.targeted else None)
+    if save_adversarial is not None:
+        _save_examples(Path(save_adversarial), record, split, saved_index, saved_images)
+    return record
+
+
+def _attack_chunk(attack, split: ImageSplit, idx: np.ndarray, num_classes: int, targets: str, batch_seed: int,
+                  device, model, keep_images: bool) -> dict[str, np.ndarray]:
+    x, y = split.batch(torch.from_numpy(idx))
+    generator = torch.Generator().manual_seed(batch_seed)
+    target = None
+    if attack.targeted:
+        if targets == "next":
+            target = (y + 1) % num_classes
+        else:  # a uniformly random wrong class
+            target = (y + torch.randint(1, num_classes, y.shape, generator=generator)) % num_classes
+    result = attack(model, x.to(device), y.to(device), target=None if target is None else target.to(device),
+                    generator=generator)
+    adv_pred = result.pred.cpu().numpy()
+    chunk = {"adv_pred": adv_pred, "linf": result.linf.cpu().float().numpy(), "l2": result.l2.cpu().float().numpy(),
+             "queries": result.queries.cpu().numpy(), "objective": np.array(result.objective),
+             "target": (target.numpy() if target is not None else np.full(len(idx), NOT_ATTACKED, dtype=np.int64))}
+    if keep_images:
+        fooled = adv_pred != y.numpy()
+        chunk |= {"fooled": fooled, "x_adv": result.x_adv[torch.from_numpy(fooled).to(result.x_adv.device)].cpu().numpy()}
+    return chunk
+
+
+def _save_examples(folder: Path, record: AttackRecord, split: ImageSplit, index: list, images: list) -> Path:
+    index_all = np.concatenate(index) if index else np.zeros(0, dtype=np.int64)
+    images_all = np.concatenate(images) if images else np.zeros((0, *split.images.shape[1:]), dtype=np.float32)
+    eps = "none" if record.eps is None else f"{record.eps:g}"
+    return atomic_save(
+        {"index": torch.from_numpy(index_all), "x_adv": torch.from_numpy(images_all),
+         "label": split.labels[torch.from_numpy(index_all)], "adv_pred": torch.from_numpy(record.adv_pred[index_all]),
+         "attack": record.name, "eps": record.eps, "params": {k: str(v) for k, v in record.params.items()}},
+        folder / f"{record.name}_eps{eps}.pt",
+    )
+
+
+def _derived_seed(seed: int, attack: str, eps: float | None, first_index: int) -> int:
+    shown = "none" if eps is None else f"{eps:.10g}"
+    return (seed * 1_000_003 + zlib.crc32(f"{attack}|{shown}|{first_index}".encode())) % (2**63)

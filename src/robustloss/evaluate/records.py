@@ -21,20 +21,37 @@ from pathlib import Path
 import numpy as np
 
 
+NOT_ATTACKED = -1  # adv_pred of a sample the engine skipped (already broken in worst-case mode)
+
+
 @dataclass
 class AttackRecord:
     attack: str
-    eps: float
+    eps: float | None  # None: unbounded (minimum-norm attacks) or no norm budget (noise, rotation)
     params: dict  # the attack's full hyper-parameters, objective included
-    adv_pred: np.ndarray  # (n,) int64
+    adv_pred: np.ndarray  # (n,) int64; NOT_ATTACKED where the sample was skipped
     linf: np.ndarray  # (n,) float32
     l2: np.ndarray  # (n,) float32
     queries: np.ndarray  # (n,) int64
     seconds: float = 0.0
+    norm: str | None = "linf"  # the attack's threat model: "linf", "l2" or None
+    label: str = ""  # display name (defaults to the attack name)
+    target: np.ndarray | None = None  # (n,) target classes of a targeted attack
 
     @property
     def objective(self) -> str:
         return str(self.params.get("objective", ""))
+
+    @property
+    def name(self) -> str:
+        return self.label or self.attack
+
+    @property
+    def attacked(self) -> np.ndarray:
+        return self.adv_pred != NOT_ATTACKED
+
+    def distance(self, norm: str) -> np.ndarray:
+        return self.linf if norm == "linf" else self.l2
 
 
 @dataclass
@@ -64,20 +81,24 @@ class Evaluation:
     def accuracy(self, record: AttackRecord) -> float:
         return float(self.robust(record).mean()) if self.n else float("nan")
 
-    def find(self, attack: str, eps: float) -> AttackRecord:
+    def fooled(self, record: AttackRecord) -> np.ndarray:
+        """Clean-correct samples the attack actually turned wrong (skipped samples excluded)."""
+        return self.clean_correct & record.attacked & (record.adv_pred != self.labels)
+
+    def find(self, attack: str, eps: float | None) -> AttackRecord:
         for record in self.records:
-            if record.attack == attack and abs(record.eps - eps) < 1e-12:
+            if record.name == attack and _same_eps(record.eps, eps):
                 return record
-        raise KeyError(f"no record for attack {attack!r} at eps={eps}; have {[(r.attack, r.eps) for r in self.records]}")
+        raise KeyError(f"no record for attack {attack!r} at eps={eps}; have {[(r.name, r.eps) for r in self.records]}")
 
     def summary(self) -> list[dict]:
         """One row per record: attack, eps, objective, n, robust accuracy and perturbation sizes."""
         rows = [{"attack": "clean", "eps": 0.0, "objective": "", "n": self.n, "accuracy": self.clean_accuracy,
                  "mean_linf": 0.0, "mean_l2": 0.0}]
         for r in self.records:
-            fooled = ~self.robust(r) & self.clean_correct
+            fooled = self.fooled(r)
             rows.append({
-                "attack": r.attack, "eps": r.eps, "objective": r.objective, "n": self.n, "accuracy": self.accuracy(r),
+                "attack": r.name, "eps": r.eps, "objective": r.objective, "n": self.n, "accuracy": self.accuracy(r),
                 "mean_linf": float(r.linf[fooled].mean()) if fooled.any() else 0.0,
                 "mean_l2": float(r.l2[fooled].mean()) if fooled.any() else 0.0,
             })
@@ -89,8 +110,11 @@ class Evaluation:
         arrays = {"index": self.index, "labels": self.labels, "clean_pred": self.clean_pred}
         for i, r in enumerate(self.records):
             arrays |= {f"r{i}_adv_pred": r.adv_pred, f"r{i}_linf": r.linf, f"r{i}_l2": r.l2, f"r{i}_queries": r.queries}
+            if r.target is not None:
+                arrays[f"r{i}_target"] = r.target
         meta = {"meta": self.meta, "records": [
-            {"attack": r.attack, "eps": r.eps, "params": r.params, "seconds": r.seconds} for r in self.records]}
+            {"attack": r.attack, "eps": r.eps, "params": r.params, "seconds": r.seconds, "norm": r.norm,
+             "label": r.label} for r in self.records]}
         arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
@@ -103,9 +127,17 @@ class Evaluation:
             meta = json.loads(data["meta_json"].tobytes().decode())
             records = [
                 AttackRecord(attack=m["attack"], eps=m["eps"], params=m["params"], seconds=m["seconds"],
+                             norm=m.get("norm", "linf"), label=m.get("label", ""),
+                             target=data[f"r{i}_target"] if f"r{i}_target" in data.files else None,
                              adv_pred=data[f"r{i}_adv_pred"], linf=data[f"r{i}_linf"], l2=data[f"r{i}_l2"],
                              queries=data[f"r{i}_queries"])
                 for i, m in enumerate(meta["records"])
             ]
             return cls(index=data["index"], labels=data["labels"], clean_pred=data["clean_pred"],
                        records=records, meta=meta["meta"])
+
+
+def _same_eps(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) < 1e-12

@@ -38,7 +38,10 @@ def compare_with_paper(
     """(rows, paper rows we did not run) for methods keyed as in the published table."""
     keys = published.rows(dataset)
     for evaluation in evaluations.values():
-        keys += [(r.attack, round(r.eps, 6)) for r in evaluation.records if (r.attack, round(r.eps, 6)) not in keys]
+        for r in evaluation.records:
+            key = (r.name, None if r.eps is None else round(r.eps, 6))
+            if key not in keys:
+                keys.append(key)
     rows, missing = [], []
     for attack, eps in keys:
         ours = {m: our_accuracy(e, attack, eps) for m, e in evaluations.items()}

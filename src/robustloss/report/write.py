@@ -19,16 +19,17 @@ def describe_attacks(evaluation: Evaluation) -> list[str]:
     lines, seen = [], set()
     for record in evaluation.records:
         params = {k: v for k, v in record.params.items() if k != "eps"}
-        key = (record.attack, tuple(sorted(params.items())))
+        key = (record.name, tuple(sorted(map(str, params.items()))))
         if key not in seen:
             seen.add(key)
-            eps = [r.eps for r in evaluation.records if r.attack == record.attack]
+            eps = [r.eps for r in evaluation.records if r.name == record.name]
             shown = ", ".join(f"{k}={v}" for k, v in params.items())
-            lines.append(f"{record.attack.upper()}: eps in {{{', '.join(f'{e:g}' for e in eps)}}}, {shown}.")
+            budgets = ", ".join("unbounded" if e is None else f"{e:g}" for e in eps)
+            lines.append(f"{record.name.upper()}: eps in {{{budgets}}}, {shown}.")
         steps, step = record.params.get("steps"), record.params.get("step_size")
-        if steps and step and steps * step < record.eps - 1e-12:
+        if steps and step and record.eps is not None and steps * step < record.eps - 1e-12:
             lines.append(
-                f"Warning: {record.attack.upper()} at eps={record.eps:g} can move at most {steps}x{step:g}="
+                f"Warning: {record.name.upper()} at eps={record.eps:g} can move at most {steps}x{step:g}="
                 f"{steps * step:g} per pixel, so it cannot use its whole budget; its row under-reports that eps."
             )
     return lines
