@@ -29,8 +29,8 @@ Defaults and where they come from:
   The 10-iteration settings are available as presets.
 * Adam's beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8: Kingma & Ba's defaults, fixed here.
 * ``max_batch = 4096``: a memory bound, not an algorithm parameter. The 2 * samples * N
-  perturbed images of an iteration are evaluated in forward passes of at most ``max_batch``
-  images, and the gradient estimate is accumulated chunk by chunk, so SPSA with 8192 samples
+  perturbed images of an iteration (and the success checks) are evaluated in forward passes of
+  at most ``max_batch`` images, and the gradient estimate is accumulated chunk by chunk, so SPSA with 8192 samples
   never holds an (N * 8192, C, H, W) tensor. The directions are drawn one at a time in a fixed
   order, so the result does not depend on ``max_batch`` (up to float summation order).
 
@@ -118,7 +118,7 @@ class SPSA(Attack):
         active = torch.arange(len(x), device=x.device)
 
         for t in range(self.steps + 1):
-            hit = self.is_success(model(x_adv[active]), y[active], goal[active])
+            hit = self.is_success(self._forward(model, x_adv[active]), y[active], goal[active])
             queries[active[hit]] = t * queries_per_step + 1
             active = active[~hit]
             if t == self.steps or len(active) == 0:
@@ -157,6 +157,10 @@ class SPSA(Attack):
                 slope = (gain[0] - gain[1]) / (2 * self.delta)  # (k, m)
                 grad[lo:lo + m] += torch.einsum("km,kmchw->mchw", slope.to(x.dtype), vs)
         return grad / self.samples
+
+    def _forward(self, model: nn.Module, x: Tensor) -> Tensor:
+        """The logits of ``x``, in forward passes of at most ``max_batch`` images."""
+        return torch.cat([model(x[lo:lo + self.max_batch]) for lo in range(0, len(x), self.max_batch)])
 
     @staticmethod
     def _rademacher(generator: torch.Generator | None, k: int, x: Tensor) -> Tensor:
