@@ -60,21 +60,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(train)
     train.set_defaults(handler=_cmd_train)
 
-    ev = sub.add_parser("eval", help="attack a trained run and print the table beside the paper's numbers")
+    ev = sub.add_parser("eval", help="attack a trained run: paper table, worst case, gradient-masking diagnostics")
     ev.add_argument("run", help="run directory written by `robustloss train`")
-    ev.add_argument("--attacks", default="fgsm,bim,pgd,mim", help="comma-separated attack names")
-    ev.add_argument("--eps", default="0.1,0.2,0.3", help="comma-separated L-inf budgets")
+    ev.add_argument("--attacks", default="fgsm,bim,pgd,mim",
+                    help="comma-separated attack or preset names (see `robustloss attacks`)")
+    ev.add_argument("--eps", default="0.1,0.2,0.3",
+                    help="comma-separated budgets; 'none' runs minimum-norm attacks unbounded")
     ev.add_argument("--steps", type=int, help="override the iterative attacks' step count")
     ev.add_argument("--step-size", type=float, help="override the iterative attacks' step size")
+    ev.add_argument("--param", action="append", default=[], metavar="ATTACK.KEY=VALUE",
+                    help="attack parameter, e.g. cw.confidence=10 or pgd.restarts=5 (repeatable)")
     ev.add_argument("--objective", default="adaptive",
                     help="attack objective: adaptive (the one that fits the model's training loss; default), "
                          "ce, cw, dlr, mmc")
+    ev.add_argument("--targeted", action="store_true", help="targeted attacks with random wrong-class targets")
+    ev.add_argument("--mode", choices=["protocol", "worst-case"], default="protocol",
+                    help="protocol: every attack on every sample (the papers' tables); worst-case: later attacks "
+                         "only on samples still standing (faster, same worst case)")
+    ev.add_argument("--diagnostics", action="store_true",
+                    help="add probe attacks and a gradient probe, then print the gradient-masking checks")
+    ev.add_argument("--save-adv", action="store_true", help="save successful adversarial examples under OUT/adversarial")
+    ev.add_argument("--no-cache", action="store_true", help="do not keep finished chunks (no resume)")
     ev.add_argument("--n-test", type=int, default=None, help="evaluate only the first N test samples")
     ev.add_argument("--batch-size", type=int, default=500)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", help="where to write results (default: RUN/eval)")
     _add_common(ev)
     ev.set_defaults(handler=_cmd_eval)
+
+    attacks = sub.add_parser("attacks", help="list attacks, their parameters and the papers' presets")
+    attacks.set_defaults(handler=_cmd_attacks)
 
     data = sub.add_parser("data", help="list datasets or download one")
     data_sub = data.add_subparsers(metavar="ACTION")
@@ -167,7 +182,8 @@ def _check_names(config) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from robustloss.data import load_dataset
-    from robustloss.evaluate import AttackSpec, evaluate
+    from robustloss.evaluate import evaluate
+    from robustloss.evaluate.diagnostics import diagnose, format_diagnostics, gradient_probe, probe_plan
     from robustloss.models.saved import load_model
     from robustloss.report import write_comparison
     from robustloss.train import load_config
@@ -176,26 +192,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run = Path(args.run)
     config = load_config(run)
     model = load_model(run / MODEL_FILE)[0]
-    eps = [float(e) for e in args.eps.split(",")]
-    overrides: dict[str, Any] = {"objective": args.objective}
-    plan = []
-    for name in filter(None, (a.strip() for a in args.attacks.split(","))):
-        params = dict(overrides)
-        if name != "fgsm":
-            if args.steps is not None:
-                params["steps"] = args.steps
-            if args.step_size is not None:
-                params["step_size"] = args.step_size
-        spec = AttackSpec(name, eps, params)
-        with warnings.catch_warnings():  # budget warnings are reported once, by the evaluation itself
-            warnings.simplefilter("ignore")
-            spec.build(eps[0])  # validate names and parameters before the long part
-        plan.append(spec)
+    plan = _eval_plan(args)
+    if args.diagnostics:
+        plan += probe_plan(plan)
     data = load_dataset(config.dataset, args.data_dir)
-    evaluation = evaluate(model, data.test, plan, batch_size=args.batch_size, seed=args.seed, device=args.device,
-                          max_samples=args.n_test, progress=not args.no_progress,
-                          meta={"run": str(run), "dataset": config.dataset})
     out = Path(args.out) if args.out else run / "eval"
+    evaluation = evaluate(
+        model, data.test, plan, batch_size=args.batch_size, seed=args.seed, device=args.device,
+        max_samples=args.n_test, mode=args.mode, cache_dir=None if args.no_cache else out / "chunks",
+        save_adversarial=out / "adversarial" if args.save_adv else None, progress=not args.no_progress,
+        meta={"run": str(run), "dataset": config.dataset},
+    )
+    if args.diagnostics:
+        evaluation.meta["gradient_probe"] = gradient_probe(model, data.test, n=min(500, evaluation.n),
+                                                           device=next(model.parameters()).device)
     evaluation.save(out / "records.npz")
     method = config.recipe[-1].loss
     recipe = " -> ".join(f"{p.loss} x{p.epochs}" for p in config.recipe)
@@ -203,7 +213,64 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                 title=f"{run.name}: {config.model} on {config.dataset}, recipe {recipe}")
     print()
     print(markdown)
+    if args.diagnostics:
+        diagnostics = format_diagnostics(diagnose(evaluation))
+        (out / "diagnostics.md").write_text("### Gradient-masking diagnostics\n\n" + diagnostics)
+        print("### Gradient-masking diagnostics\n")
+        print(diagnostics)
     print(f"Wrote {out / 'results.md'}, {out / 'results.csv'} and per-sample records {out / 'records.npz'}")
+    return 0
+
+
+def _eval_plan(args: argparse.Namespace) -> list:
+    """The attack plan from eval's flags, validated before any data is loaded."""
+    from robustloss.evaluate import AttackSpec
+
+    eps = [None if e.strip().lower() == "none" else float(e) for e in args.eps.split(",")]
+    extra: dict[str, dict[str, Any]] = {}
+    for item in args.param:
+        target, sep, value = item.partition("=")
+        attack, dot, key = target.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--param expects ATTACK.KEY=VALUE, e.g. pgd.restarts=5; got {item!r}")
+        extra.setdefault(attack, {})[key] = yaml.safe_load(value)
+    plan = []
+    for name in filter(None, (a.strip() for a in args.attacks.split(","))):
+        spec = AttackSpec(name, eps, {})
+        attack_name, preset_params = spec.resolved()
+        from robustloss.attacks import ATTACKS
+
+        accepted = ATTACKS.parameters(attack_name)
+        params = {"objective": args.objective} if "objective" in accepted else {}
+        if args.targeted and "targeted" in accepted:
+            params["targeted"] = True
+        for key, value in (("steps", args.steps), ("step_size", args.step_size)):
+            if value is not None and key in accepted:
+                params[key] = value
+        spec.params = params | extra.pop(name, {})
+        with warnings.catch_warnings():  # budget warnings are reported once, by the evaluation itself
+            warnings.simplefilter("ignore")
+            spec.build(eps[0])  # validate names and parameters before the long part
+        plan.append(spec)
+    if extra:
+        raise ConfigError(f"--param names attacks not in --attacks: {', '.join(extra)}")
+    return plan
+
+
+def _cmd_attacks(args: argparse.Namespace) -> int:
+    from robustloss.attacks import ATTACKS, OBJECTIVES, PRESETS
+
+    print("attacks:")
+    for name in ATTACKS.names():
+        cls = ATTACKS.get(name)
+        params = ", ".join(p for p in ATTACKS.parameters(name) if p != "eps")
+        print(f"  {name:<16} norm={cls.norm}  {params}")
+    print("\npresets (usable wherever an attack name is):")
+    for name in PRESETS.names():
+        p = PRESETS.get(name)
+        shown = ", ".join(f"{k}={v}" for k, v in p.params.items())
+        print(f"  {name:<22} {p.attack}: {shown}   [{p.source}]")
+    print(f"\nobjectives: adaptive, {', '.join(OBJECTIVES.names())}")
     return 0
 
 

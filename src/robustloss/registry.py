@@ -46,6 +46,11 @@ class Registry(Generic[T]):
                 f"unknown parameter(s) {', '.join(unknown)} for {self.kind} {name!r}; "
                 f"valid parameters: {', '.join(valid) or '(none)'}"
             )
+        signature = inspect.signature(factory)  # type: ignore[arg-type]
+        missing = [p.name for p in signature.parameters.values()
+                   if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in kwargs]
+        if missing:
+            raise ConfigError(f"{self.kind} {name!r} needs parameter(s): {', '.join(missing)}")
         return factory(**kwargs)  # type: ignore[operator]
 
     def parameters(self, name: str) -> list[str]:

@@ -27,8 +27,13 @@ def digits(mnist5k):
 
 
 @pytest.fixture(scope="module")
-def cw_result(trained_lenet, digits):
-    x, y = digits
+def cw_digits(digits):
+    return digits[0][:50], digits[1][:50]
+
+
+@pytest.fixture(scope="module")
+def cw_result(trained_lenet, cw_digits):
+    x, y = cw_digits
     return create_attack("cw", **FAST_CW)(trained_lenet, x, y)
 
 
@@ -46,10 +51,10 @@ def accuracy(model, x, y):
 # --- C&W -------------------------------------------------------------------------------------
 
 
-def test_cw_unbounded_fools_nearly_all(trained_lenet, digits, cw_result):
-    x, y = digits
+def test_cw_unbounded_fools_nearly_all(trained_lenet, cw_digits, cw_result):
+    x, y = cw_digits
     r = cw_result
-    assert accuracy(trained_lenet, x, y) > 0.85
+    assert accuracy(trained_lenet, x, y) > 0.8
     assert r.success.float().mean() >= 0.9
     assert (r.pred == y).float().mean() <= 0.1
     assert r.x_adv.min() >= 0 and r.x_adv.max() <= 1
@@ -60,21 +65,21 @@ def test_cw_unbounded_fools_nearly_all(trained_lenet, digits, cw_result):
     assert summary["n"] == int(r.success.sum()) and 0 < summary["median"] < 5
 
 
-def test_cw_more_binary_search_steps_do_not_increase_distortion(trained_lenet, digits, cw_result):
-    x, y = digits
+def test_cw_more_binary_search_steps_do_not_increase_distortion(trained_lenet, cw_digits, cw_result):
+    x, y = cw_digits
     one = create_attack("cw", **(FAST_CW | {"binary_search_steps": 1}))(trained_lenet, x, y)
     more = cw_result  # 4 search steps; the first one is the same run as `one`
     assert not (one.success & ~more.success).any(), "more search steps lost a success"
     both = one.success & more.success
-    assert both.sum() >= 30
+    assert both.sum() >= 15
     assert (more.l2[both] <= one.l2[both] + 1e-6).all()
     assert more.l2[both].mean() < one.l2[both].mean()
     assert (more.l2[both] < 0.9 * one.l2[both]).sum() >= 5  # smaller c found closer examples
     assert more.success.sum() > one.success.sum()
 
 
-def test_cw_targeted_reaches_targets(trained_lenet, digits):
-    x, y = digits[0][:50], digits[1][:50]
+def test_cw_targeted_reaches_targets(trained_lenet, cw_digits):
+    x, y = cw_digits
     target = (y + 1) % 10
     attack = create_attack("cw", targeted=True, **FAST_CW)
     r = attack(trained_lenet, x, y, target=target)
@@ -84,22 +89,22 @@ def test_cw_targeted_reaches_targets(trained_lenet, digits):
         attack(trained_lenet, x, y)
 
 
-def test_cw_confidence_gives_larger_margins(trained_lenet, digits, cw_result):
-    x, y = digits[0][:50], digits[1][:50]
+def test_cw_confidence_gives_larger_margins(trained_lenet, cw_digits, cw_result):
+    x, y = cw_digits
     kappa = 5.0
     r = create_attack("cw", confidence=kappa, **FAST_CW)(trained_lenet, x, y)
     with torch.no_grad():
         margin = logit_margin(trained_lenet(r.x_adv), y, False)  # max_{j!=y} Z_j - Z_y
-        plain = logit_margin(trained_lenet(cw_result.x_adv[:50]), y, False)
+        plain = logit_margin(trained_lenet(cw_result.x_adv), y, False)
     assert r.success.float().mean() > 0.7
     assert (margin[r.success] >= kappa - 1e-3).all()
-    both = r.success & cw_result.success[:50]
+    both = r.success & cw_result.success
     assert margin[both].mean() > plain[both].mean() + kappa / 2
-    assert r.l2[both].mean() > cw_result.l2[:50][both].mean()  # confidence costs distortion
+    assert r.l2[both].mean() > cw_result.l2[both].mean()  # confidence costs distortion
 
 
-def test_cw_eps_bound_is_respected(trained_lenet, digits, cw_result):
-    x, y = digits
+def test_cw_eps_bound_is_respected(trained_lenet, cw_digits, cw_result):
+    x, y = cw_digits
     eps = 1.0
     r = create_attack("cw", eps=eps, **FAST_CW)(trained_lenet, x, y)
     assert (r.l2 <= eps + 1e-5).all()

@@ -86,7 +86,7 @@ def test_model_is_left_untouched(trained_lenet, batch, name):
     before = {k: v.clone() for k, v in trained_lenet.state_dict().items()}
     for p in trained_lenet.parameters():
         p.grad = None
-    params = dict(eps=0.3, steps=2, samples=4, lr=0.15) if name == "spsa" else dict(eps=1.0, max_queries=20)
+    params = dict(eps=0.3, steps=2, samples=4, lr=0.15) if name == "spsa" else dict(eps=1.0, max_queries=10)
     trained_lenet.train()
     create_attack(name, **params)(trained_lenet, x[:10], y[:10], generator=seeded())
     assert trained_lenet.training, "the model's mode must be restored"
@@ -119,7 +119,7 @@ def test_targeted_reaches_targets_more_than_chance(trained_lenet, batch, name):
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_fixed_seed_gives_identical_results(trained_lenet, batch, name):
     x, y = batch[0][:8], batch[1][:8]
-    params = dict(eps=0.3, steps=3, samples=8, lr=0.1) if name == "spsa" else dict(eps=1.0, max_queries=30)
+    params = dict(eps=0.3, steps=3, samples=8, lr=0.1) if name == "spsa" else dict(eps=1.0, max_queries=12)
     attack = create_attack(name, **params)
     a, b = attack(trained_lenet, x, y, generator=seeded(7)), attack(trained_lenet, x, y, generator=seeded(7))
     c = attack(trained_lenet, x, y, generator=seeded(8))

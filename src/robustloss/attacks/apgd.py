@@ -22,16 +22,20 @@ Checkpoints: w_j = ceil(p_j * n_iter) with p_0 = 0, p_1 = 0.22 and
 p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), for p_j <= 1 (n_iter = 100 gives
 0, 22, 41, 57, 70, 80, 87, 93, 99): long phases of exploration first, shorter ones later.
 
-Everything is per sample: each image has its own step size and its own decisions.
+Everything is per sample: each image has its own step size and its own decisions. As in
+Algorithm 1, a sample reset to x_max keeps its previous iterate, so the momentum term of the
+next step is x_max - x(w_j - 1). The last iterate x(n_iter) is evaluated without a gradient
+(no step is taken from it); a checkpoint at w_j = n_iter therefore changes nothing.
 
 Defaults and where they come from:
 
-* ``n_iter = 100``: the paper's budget for APGD in AutoAttack (Sec. 4).
-* initial step size eta = 2 * eps: paper, Sec. 3.2 (not a parameter: APGD is "parameter-free").
-* ``alpha = 0.75`` (weight of the new step; 1 - alpha on the previous update): paper, Sec. 3.2.
-* ``rho = 0.75``: paper, Sec. 3.2.
-* p_1 = 0.22, decrement 0.03, minimal phase 0.06: paper, Sec. 3.2.
-* ``restarts = 1``: AutoAttack runs each APGD once (paper, Sec. 4). With more restarts, later
+* ``n_iter = 100``: the paper's iteration budget for APGD, as run inside AutoAttack.
+* initial step size eta = 2 * eps: paper, Sec. 3 (not a parameter: APGD is "parameter-free").
+* ``alpha = 0.75`` (weight of the new step; 1 - alpha on the previous update): paper, Sec. 3.
+* ``rho = 0.75``: paper, Sec. 3.
+* p_1 = 0.22, decrement 0.03, minimal phase 0.06: paper, Sec. 3.
+* ``restarts = 1``: AutoAttack runs APGD-CE and APGD-DLR once each (paper, AutoAttack section;
+  the random restarts of its experiments are extra). With more restarts, later
   runs attack only the samples still standing; per sample the first success is kept, else the
   run with the highest objective.
 * ``random_start = True``: Algorithm 1 takes the start x(0) as an input; the authors' release
@@ -40,8 +44,8 @@ Defaults and where they come from:
 
 Reporting (the repository's contract, not the paper's): every iterate's success is read from
 the logits the gradient step already computed, so each sample returns the *first* iterate that
-fooled the model if there is one (the best-objective point can be a non-fooling one, e.g. for
-CE on an already fooled sample), else the best iterate by objective. ``queries`` counts model
+fooled the model if there is one (the highest-objective iterate need not fool it), else the
+iterate with the highest objective. ``queries`` counts model
 evaluations: x(0) is evaluation 1, x(k) evaluation k + 1, so an unfooled sample used
 n_iter + 1 per run.
 
@@ -284,14 +288,14 @@ class APGDCE(_FixedObjectiveAPGD):
 
 @ATTACKS.register("apgd-dlr")
 class APGDDLR(_FixedObjectiveAPGD):
-    """APGD on the difference of logits ratio (the paper's APGD-DLR, Eq. 6; targeted form in objectives.py)."""
+    """APGD on the difference of logits ratio (the paper's APGD-DLR; targeted form in objectives.py)."""
 
     name = "apgd-dlr"
     fixed_objective = "dlr"
 
 
-# AutoAttack as published (Croce & Hein 2020, Sec. 4): APGD-CE and APGD-DLR, 100 iterations, one run each.
-register_preset("apgd-ce-autoattack", "apgd-ce", "Croce & Hein (ICML 2020), Sec. 4, AutoAttack: APGD-CE, "
+# AutoAttack as published (Croce & Hein, ICML 2020): APGD-CE and APGD-DLR, 100 iterations, one run each.
+register_preset("apgd-ce-autoattack", "apgd-ce", "Croce & Hein (ICML 2020), AutoAttack: APGD-CE, "
                 "100 iterations, no restarts", n_iter=100, restarts=1)
-register_preset("apgd-dlr-autoattack", "apgd-dlr", "Croce & Hein (ICML 2020), Sec. 4, AutoAttack: APGD-DLR, "
+register_preset("apgd-dlr-autoattack", "apgd-dlr", "Croce & Hein (ICML 2020), AutoAttack: APGD-DLR, "
                 "100 iterations, no restarts", n_iter=100, restarts=1)

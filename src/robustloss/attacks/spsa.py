@@ -57,7 +57,7 @@ from robustloss.attacks.objectives import Objective
 from robustloss.attacks.presets import register_preset
 from robustloss.attacks.registry import ATTACKS
 
-# Adam's defaults (Kingma & Ba 2015), as used by Uesato et al.'s Adam-based SPSA.
+# Uesato et al. take Adam steps; these are Adam's own defaults (Kingma & Ba 2015).
 ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 
 

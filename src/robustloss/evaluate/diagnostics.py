@@ -194,11 +194,14 @@ def _gradients(ev: Evaluation) -> Diagnostic:
 
 def _objectives(ev: Evaluation) -> Diagnostic:
     title, findings, compared = "CE and the adaptive/margin objective agree", [], 0
+    same_setting = ("steps", "step_size", "targeted", "restarts")
     for ce in [r for r in ev.records if r.objective == "ce"]:
+        seen: set[str] = set()
         for other in ev.records:
-            same_attack = other.attack == ce.attack and other.eps == ce.eps and other.params.get("steps") == \
-                ce.params.get("steps") and other.params.get("targeted") == ce.params.get("targeted")
-            if same_attack and other.objective not in ("", "ce"):
+            same_attack = other.attack == ce.attack and other.eps == ce.eps and all(
+                other.params.get(k) == ce.params.get(k) for k in same_setting)
+            if same_attack and other.objective not in ("", "ce", *seen):
+                seen.add(other.objective)
                 compared += 1
                 a, b = _acc(ev, ce), _acc(ev, other)
                 if abs(a - b) > 2 * _tolerance(min(a, b), ev.n):

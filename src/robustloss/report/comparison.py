@@ -68,7 +68,14 @@ def to_markdown(rows: list[ComparisonRow], labels: dict[str, str], title: str, n
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     previous = None
     for row in rows:
-        name = "" if row.attack == previous else ("Clean" if row.attack == "clean" else row.attack.upper())
+        if row.attack == previous:
+            name = ""
+        elif row.attack == "clean":
+            name = "Clean"
+        elif row.attack.startswith("worst-case"):
+            name = "**" + row.attack.replace("worst-case", "Worst case") + "**"
+        else:
+            name = row.attack.upper()
         previous = row.attack
         cells = [name, "-" if row.eps is None else f"{row.eps:g}"]
         for method in labels:
