@@ -60,7 +60,12 @@ def test_cw_unbounded_fools_nearly_all(trained_lenet, cw_digits, cw_result):
     assert r.x_adv.min() >= 0 and r.x_adv.max() <= 1
     assert r.objective == "cw"
     assert r.queries.dtype == torch.int64 and (r.queries >= 1).all()
-    assert (r.queries <= FAST_CW["binary_search_steps"] * FAST_CW["steps"]).all()
+    assert (r.queries <= 1 + FAST_CW["binary_search_steps"] * FAST_CW["steps"]).all()
+    # Misclassified digits are fooled already: returned exactly, after one forward pass.
+    with torch.no_grad():
+        wrong = trained_lenet(x).argmax(1) != y
+    assert wrong.any()
+    assert torch.equal(r.x_adv[wrong], x[wrong]) and (r.queries[wrong] == 1).all()
     summary = distortion_summary(r.l2, r.success)
     assert summary["n"] == int(r.success.sum()) and 0 < summary["median"] < 5
 
@@ -74,7 +79,7 @@ def test_cw_more_binary_search_steps_do_not_increase_distortion(trained_lenet, c
     assert both.sum() >= 15
     assert (more.l2[both] <= one.l2[both] + 1e-6).all()
     assert more.l2[both].mean() < one.l2[both].mean()
-    assert (more.l2[both] < 0.9 * one.l2[both]).sum() >= 5  # smaller c found closer examples
+    assert (more.l2[both] < 0.9 * one.l2[both]).sum() >= 3  # smaller c found closer examples
     assert more.success.sum() > one.success.sum()
 
 

@@ -19,7 +19,13 @@ with a fresh Adam state, as in the authors' code.
 Over all search steps and iterations each sample keeps the successful iterate with the
 smallest L2 distance to x ("successful" means the logit margin reaches kappa, so confidence
 > 0 asks for margins of at least kappa). A sample that never succeeds is returned as the
-clean x, so the base class's final check reports it as not fooled.
+clean x, so the base class's final check reports it as not fooled; one that is fooled as it
+is (misclassified, or already classified as the target) is returned as x at distance 0.
+
+Pixels at exactly 0 or 1 (most of an MNIST digit's background) start deep in tanh's
+saturation, w = atanh(+-0.999999) = +-7.25, so Adam needs many steps to move them; this is
+the authors' formulation and one reason why the number of iterations and the learning rate
+matter so much for C&W.
 
 ``eps``: None runs the unbounded minimum-norm attack (read ``AttackResult.l2``). With a
 number, only successful iterates with ||x_adv - x||_2 <= eps are kept (the best one within the
@@ -47,9 +53,10 @@ Defaults and their sources:
   We decide this per sample (the authors' code stops the whole batch), so a sample's result
   does not depend on which other samples share its batch.
 
-``queries``: forward+backward passes that a sample went through (summed over search steps,
-iterations after an early abort not counted) until its returned example was found; the
-total for samples that were never fooled.
+``queries``: model evaluations a sample went through until its returned example was found:
+one forward pass on the clean x, then one forward+backward pass per iteration (summed over
+search steps; iterations after an early abort are not run and not counted). Samples never
+fooled report the total.
 """
 
 from __future__ import annotations
@@ -167,14 +174,21 @@ class CarliniWagnerL2(Attack):
 
         best = x.clone()  # clean x until a (budget-respecting) success is found
         best_l2 = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
-        used = torch.zeros(n, dtype=torch.int64, device=x.device)
-        queries_at_best = torch.zeros_like(used)
+        # Samples fooled as they are (misclassified, or already the target) are returned exactly
+        # unchanged at distance 0 rather than through the tanh round trip, and not optimised.
+        with torch.no_grad():
+            fooled = reaches_confidence(model(x), y, goal, self.targeted, self.confidence)
+        best_l2[fooled] = 0.0
+        used = torch.ones(n, dtype=torch.int64, device=x.device)  # that forward pass
+        queries_at_best = used.clone()
         check_every = max(1, self.steps // 10)
 
         for _ in range(self.binary_search_steps):
             w = w_start.clone().requires_grad_(True)
             optimizer = torch.optim.Adam([w], lr=self.lr)  # fresh state per search step
-            active = torch.ones(n, dtype=torch.bool, device=x.device)
+            active = ~fooled
+            if not active.any():
+                break
             found = torch.zeros_like(active)  # success at this c (drives the binary search)
             previous = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
 

@@ -19,6 +19,8 @@ first success per sample (Madry et al. 2018; Croce & Hein 2020 keep the best res
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -80,8 +82,11 @@ class IterativeGradientAttack(Attack):
     def direction(self, grad: Tensor) -> Tensor:
         return grad.sign()
 
-    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        return torch.min(torch.max(x_adv, x - self.eps), x + self.eps).clamp(0, 1)
+    def projector(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """Projection onto the eps-ball around x intersected with [0, 1]. For L-inf both are a
+        box, so its bounds are computed once per run and each step is one in-place clamp."""
+        lower, upper = (x - self.eps).clamp_(min=0), (x + self.eps).clamp_(max=1)
+        return lambda x_adv: x_adv.clamp_(lower, upper)
 
     # --- the loop ---
     def run(
@@ -108,6 +113,7 @@ class IterativeGradientAttack(Attack):
                  ) -> tuple[Tensor, Tensor, Tensor]:
         """(returned images, fooled?, model evaluations used) for one start. The last iterate is
         checked here only when another restart follows; otherwise the caller's final check does it."""
+        project = self.projector(x)
         x_adv = self.random_point(x, generator) if self.random_start else x.clone()
         velocity = torch.zeros_like(x) if self.momentum is not None else None
         found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -129,7 +135,7 @@ class IterativeGradientAttack(Attack):
             if velocity is not None:
                 velocity = self.momentum * velocity + grad / _per_sample_norm(grad, 1).clamp_min(1e-12)
                 grad = velocity
-            x_adv = self.project(x_adv + self.step_size * self.direction(grad), x)
+            x_adv = project(x_adv.add_(self.direction(grad), alpha=self.step_size))
         if check_last:
             with torch.no_grad():
                 newly = self.is_success(model(x_adv), y, goal) & ~found
@@ -154,7 +160,10 @@ class L2IterativeGradientAttack(IterativeGradientAttack):
     def direction(self, grad: Tensor) -> Tensor:
         return grad / _per_sample_norm(grad, 2).clamp_min(1e-12)
 
-    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        delta = x_adv - x
-        shrink = (self.eps / _per_sample_norm(delta, 2).clamp_min(1e-12)).clamp_max(1.0)
-        return (x + delta * shrink).clamp(0, 1)
+    def projector(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        def project(x_adv: Tensor) -> Tensor:
+            delta = x_adv - x
+            shrink = (self.eps / _per_sample_norm(delta, 2).clamp_min(1e-12)).clamp_max(1.0)
+            return (x + delta * shrink).clamp_(0, 1)
+
+        return project
