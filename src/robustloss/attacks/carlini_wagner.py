@@ -1,11 +1,11 @@
 """The Carlini & Wagner L2 attack (``cw``).
 
-Carlini & Wagner, "Towards evaluating the robustness of neural networks", IEEE S&P 2017,
-Sec. V-VI. A minimum-norm attack: it looks for the smallest L2 perturbation that fools the
-model, by solving, for a constant c > 0,
+Carlini & Wagner, "Towards evaluating the robustness of neural networks", IEEE S&P 2017:
+the L2 attack of Sec. VI-A, built from Sec. V's choices. A minimum-norm attack: it looks for
+the smallest L2 perturbation that fools the model, by solving, for a constant c > 0,
 
-    x_adv(w) = (tanh(w) + 1) / 2                   change of variables (Sec. V, "Box
-                                                   constraints", method 3): always in [0, 1]
+    x_adv(w) = (tanh(w) + 1) / 2                   change of variables (Sec. V, "box
+                                                   constraints"): always in [0, 1]
     minimise_w  ||x_adv(w) - x||_2^2 + c * f(x_adv(w))          (Adam on w)
 
     f(x') = max(Z_y - max_{j != y} Z_j, -kappa)    untargeted (the authors' released code)

@@ -35,7 +35,8 @@ are taken as reported there, our eps means this projection.
 
 Defaults and their sources:
 * ``max_iter`` = 50: the authors' code; also the largest count in the I-SCE tables (DF_50).
-* ``overshoot`` = 0.02: Moosavi-Dezfooli et al. 2016, Sec. 3 ("eta = 0.02").
+* ``overshoot`` = 0.02: Moosavi-Dezfooli et al. 2016 (eta = 0.02 in their experiments; also the
+  default of their released code).
 * ``candidates`` = 10: the authors' code (num_classes = 10); all classes for 10-class data.
 
 ``queries``: forward passes a sample went through until its returned point was evaluated,
