@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from pathlib import Path
@@ -203,9 +204,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         save_adversarial=out / "adversarial" if args.save_adv else None, progress=not args.no_progress,
         meta={"run": str(run), "dataset": config.dataset},
     )
+    diagnostics = []
     if args.diagnostics:
         evaluation.meta["gradient_probe"] = gradient_probe(model, data.test, n=min(500, evaluation.n),
                                                            device=next(model.parameters()).device)
+        diagnostics = diagnose(evaluation)
+        evaluation.meta["diagnostics"] = [dataclasses.asdict(d) for d in diagnostics]
     evaluation.save(out / "records.npz")
     method = config.recipe[-1].loss
     recipe = " -> ".join(f"{p.loss} x{p.epochs}" for p in config.recipe)
@@ -213,11 +217,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                 title=f"{run.name}: {config.model} on {config.dataset}, recipe {recipe}")
     print()
     print(markdown)
-    if args.diagnostics:
-        diagnostics = format_diagnostics(diagnose(evaluation))
-        (out / "diagnostics.md").write_text("### Gradient-masking diagnostics\n\n" + diagnostics)
+    if diagnostics:
+        table = format_diagnostics(diagnostics)
+        (out / "diagnostics.md").write_text("### Gradient-masking diagnostics\n\n" + table)
         print("### Gradient-masking diagnostics\n")
-        print(diagnostics)
+        print(table)
     print(f"Wrote {out / 'results.md'}, {out / 'results.csv'} and per-sample records {out / 'records.npz'}")
     return 0
 
