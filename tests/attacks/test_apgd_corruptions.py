@@ -179,15 +179,15 @@ def test_apgd_defaults_validation_and_presets():
 
 def test_zero_noise_leaves_images_unchanged(trained_lenet, digits):
     x, y = digits
-    result = create_attack("gaussian_noise", sigma=0.0)(trained_lenet, x, y, generator=seeded())
+    result = create_attack("gaussian-noise", sigma=0.0)(trained_lenet, x, y, generator=seeded())
     assert torch.equal(result.x_adv, x)
-    assert create_attack("gaussian_noise", eps=0.0).sigma == 0.0  # eps is an alias for sigma
+    assert create_attack("gaussian-noise", eps=0.0).sigma == 0.0  # eps is an alias for sigma
 
 
 def test_stronger_noise_fools_more_and_stays_in_the_box(trained_lenet, digits):
     x, y = digits
-    mild = create_attack("gaussian_noise", sigma=0.05)(trained_lenet, x, y, generator=seeded())
-    heavy = create_attack("gaussian_noise", sigma=0.6)(trained_lenet, x, y, generator=seeded())
+    mild = create_attack("gaussian-noise", sigma=0.05)(trained_lenet, x, y, generator=seeded())
+    heavy = create_attack("gaussian-noise", sigma=0.6)(trained_lenet, x, y, generator=seeded())
     assert accuracy(heavy, y) < accuracy(mild, y) - 0.2
     assert heavy.x_adv.min() >= 0 and heavy.x_adv.max() <= 1
     assert (heavy.queries == 1).all()
@@ -200,12 +200,12 @@ def test_stronger_noise_fools_more_and_stays_in_the_box(trained_lenet, digits):
 
 def test_noise_is_reproducible_and_worst_of_k_only_adds(trained_lenet, digits):
     x, y = digits
-    attack = create_attack("gaussian_noise", sigma=0.4)
+    attack = create_attack("gaussian-noise", sigma=0.4)
     a = attack(trained_lenet, x, y, generator=seeded(3))
     b = attack(trained_lenet, x, y, generator=seeded(3))
     c = attack(trained_lenet, x, y, generator=seeded(4))
     assert torch.equal(a.x_adv, b.x_adv) and not torch.equal(a.x_adv, c.x_adv)
-    five = create_attack("gaussian_noise", sigma=0.4, draws=5)(trained_lenet, x, y, generator=seeded(3))
+    five = create_attack("gaussian-noise", sigma=0.4, draws=5)(trained_lenet, x, y, generator=seeded(3))
     assert (five.success | ~a.success).all()  # draw 1 is the single draw; its fooling samples are kept
     assert five.success.sum() >= a.success.sum()
     assert five.queries.min() >= 1 and five.queries.max() <= 5
@@ -214,15 +214,15 @@ def test_noise_is_reproducible_and_worst_of_k_only_adds(trained_lenet, digits):
 
 def test_corruption_parameters_and_presets():
     with pytest.raises(ValueError, match="alias"):
-        create_attack("gaussian_noise", eps=0.1, sigma=0.2)
+        create_attack("gaussian-noise", eps=0.1, sigma=0.2)
     with pytest.raises(ValueError, match="draws"):
-        create_attack("gaussian_noise", draws=0)
+        create_attack("gaussian-noise", draws=0)
     with pytest.raises(ValueError, match="max_degrees"):
         create_attack("rotation", max_degrees=200)
-    noise = create_attack("gaussian_noise")
+    noise = create_attack("gaussian-noise")
     assert (noise.sigma, noise.draws, noise.norm) == (0.05, 1, None)  # MMC paper, Table 2
     assert noise.hyperparameters() == {"eps": 0.05, "sigma": 0.05, "draws": 1, "targeted": False}
-    assert create_attack("gaussian_noise", **noise.hyperparameters()).sigma == 0.05
+    assert create_attack("gaussian-noise", **noise.hyperparameters()).sigma == 0.05
     rotation = create_attack("rotation")
     assert (rotation.max_degrees, rotation.norm) == (30.0, None)
     assert create_attack("rotation", eps=15).max_degrees == 15.0

@@ -150,7 +150,7 @@ def test_paper_defaults():
 
 
 def test_bad_inputs_are_rejected(tiny_model):
-    with pytest.raises(UnknownNameError, match="valid attack names: bim, fgsm, mim, pgd"):
+    with pytest.raises(UnknownNameError, match="valid attack names: .*fgsm.*pgd"):
         create_attack("cw2", eps=0.1)
     with pytest.raises(ConfigError, match="valid parameters"):
         create_attack("fgsm", eps=0.1, steps=3)

@@ -54,12 +54,13 @@ class Attack:
     name: ClassVar[str] = ""
     norm: ClassVar[str | None] = "linf"
 
-    def __init__(self, *, eps: float | None, targeted: bool = False, objective: str = "ce"):
+    def __init__(self, *, eps: float | None, targeted: bool = False, objective: str | None = "ce"):
         if eps is not None and not (eps >= 0 and math.isfinite(eps)):
             raise ValueError(f"{self.name}: eps must be a finite number >= 0 (or None where unbounded), got {eps}")
         self.eps = None if eps is None else float(eps)
         self.targeted = bool(targeted)
-        check_objective_name(objective)
+        if objective is not None:  # None: the attack uses no objective (noise, rotation)
+            check_objective_name(objective)
         self.objective_name = objective  # may be "adaptive": resolved per model at call time
 
     def hyperparameters(self) -> dict:
@@ -86,13 +87,13 @@ class Attack:
         if self.targeted and target is None:
             raise ValueError(f"{self.name} was built with targeted=True: pass target=<labels>")
         goal = target if self.targeted else y
-        objective = resolve_objective(self.objective_name, model)
+        objective = resolve_objective(self.objective_name, model) if self.objective_name else ""
         x = x.detach()
         was_training = model.training
         model.eval()
         try:
             with torch.enable_grad():
-                x_adv, queries = self.run(model, x, y, goal, get_objective(objective), generator)
+                x_adv, queries = self.run(model, x, y, goal, get_objective(objective) if objective else None, generator)
             x_adv = x_adv.detach()
             self._check_budget(x, x_adv)
             with torch.no_grad():

@@ -24,7 +24,7 @@ Strength and ``eps``: these attacks have no norm budget (``norm = None``, the ba
 only the [0, 1] box), but the evaluation engine builds every attack as ``create_attack(name,
 eps=e, **params)`` for each e of a grid and files the results under e. So ``eps`` is an alias
 for the corruption strength (sigma for noise, max_degrees for rotation): a sigma grid is simply
-``AttackSpec("gaussian_noise", [0.02, 0.05, 0.1])``. Giving ``sigma`` (or ``max_degrees``)
+``AttackSpec("gaussian-noise", [0.02, 0.05, 0.1])``. Giving ``sigma`` (or ``max_degrees``)
 instead also works; giving both with different values is an error. With neither, the paper's
 value is used. The attack then reports its strength as ``eps`` as well.
 
@@ -88,7 +88,7 @@ class RandomCorruption(Attack):
             raise ValueError(f"{self.name}: {self.strength_name} must be a finite number >= 0, got {value}")
         if int(draws) != draws or draws < 1:
             raise ValueError(f"{self.name}: draws must be an integer >= 1, got {draws}")
-        super().__init__(eps=value, targeted=targeted)
+        super().__init__(eps=value, targeted=targeted, objective=None)
         self.strength, self.draws = float(value), int(draws)
 
     def hyperparameters(self) -> dict:
@@ -122,11 +122,11 @@ class RandomCorruption(Attack):
         return result, queries
 
 
-@ATTACKS.register("gaussian_noise")
+@ATTACKS.register("gaussian-noise")
 class GaussianNoise(RandomCorruption):
     """x_adv = clip(x + sigma * n, 0, 1), n ~ N(0, I). Default sigma = 0.05 (MMC paper, Table 2)."""
 
-    name = "gaussian_noise"
+    name = "gaussian-noise"
     strength_name = "sigma"
 
     def __init__(self, *, eps: float | None = None, sigma: float | None = None, draws: int = 1,
@@ -165,7 +165,7 @@ class RandomRotation(RandomCorruption):
         return rotate(x, (2 * u - 1) * self.max_degrees)
 
 
-register_preset("noise-mmc", "gaussian_noise", "MMC paper (Pang et al., ICLR 2020), Sec. 4.5 / Table 2 Part III: "
+register_preset("noise-mmc", "gaussian-noise", "MMC paper (Pang et al., ICLR 2020), Sec. 4.5 / Table 2 Part III: "
                 "Gaussian noise, sigma 0.05, one draw", sigma=MMC_SIGMA, draws=1)
 register_preset("rotation-mmc", "rotation", "MMC paper (Pang et al., ICLR 2020), Sec. 4.5 / Table 2 Part III: "
                 "random rotation within +-30 degrees, one draw", max_degrees=MMC_MAX_DEGREES, draws=1)
