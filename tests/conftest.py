@@ -30,3 +30,12 @@ def trained_lenet(mnist5k, tmp_path_factory):
 def tiny_model():
     torch.manual_seed(0)
     return create_model("lenet5").eval()
+
+
+@pytest.fixture(scope="session")
+def cnn3_substitute(mnist5k, tmp_path_factory):
+    """Run directory of a cnn3 substitute trained 2 epochs on mnist-5k (for transfer attacks)."""
+    run = tmp_path_factory.mktemp("substitute") / "cnn3"
+    train(TrainConfig(model="cnn3", recipe=[Phase("ce", 2)], seed=1), run, data=mnist5k, progress=False,
+          log=lambda _: None, device="cpu")
+    return run

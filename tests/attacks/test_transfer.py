@@ -7,24 +7,15 @@ import torch
 
 from robustloss.attacks import create_attack
 from robustloss.errors import CheckpointError
-from robustloss.train import Phase, TrainConfig, train
-
-
-@pytest.fixture(scope="module")
-def substitute_run(mnist5k, tmp_path_factory):
-    run = tmp_path_factory.mktemp("substitute") / "cnn3"
-    train(TrainConfig(model="cnn3", recipe=[Phase("ce", 2)], seed=1), run, data=mnist5k, progress=False,
-          log=lambda _: None, device="cpu")
-    return run
 
 
 @pytest.mark.parametrize("method", ["pgd", "mim"])
-def test_transfer_lowers_target_accuracy_without_querying_it(trained_lenet, mnist5k, substitute_run, method):
+def test_transfer_lowers_target_accuracy_without_querying_it(trained_lenet, mnist5k, cnn3_substitute, method):
     x, y = mnist5k.test.batch(slice(0, 200))
     calls = []
     handle = trained_lenet.register_forward_hook(lambda *a: calls.append(1))
     try:
-        attack = create_attack("transfer", eps=0.3, substitute=str(substitute_run), method=method)
+        attack = create_attack("transfer", eps=0.3, substitute=str(cnn3_substitute), method=method)
         result = attack(trained_lenet, x, y, generator=torch.Generator().manual_seed(0))
     finally:
         handle.remove()
@@ -35,7 +26,7 @@ def test_transfer_lowers_target_accuracy_without_querying_it(trained_lenet, mnis
     assert (result.pred == y).float().mean().item() < clean - 0.2
     assert (result.linf <= 0.3 + 1e-5).all()
     params = attack.hyperparameters()
-    assert params["substitute"] == str(substitute_run) and params["method"] == method and params["steps"] == 40
+    assert params["substitute"] == str(cnn3_substitute) and params["method"] == method and params["method_params"]["steps"] == 40
 
 
 def test_missing_substitute_says_how_to_train_one(trained_lenet, tmp_path):

@@ -76,10 +76,9 @@ class Quantised(nn.Module):
         return self.model(torch.round(x * 4) / 4)  # d round / dx = 0 almost everywhere
 
 
-def test_2_4_7_a_quantised_model_trips_the_gradient_checks(trained_lenet, mnist5k, tmp_path_factory):
+def test_2_4_7_a_quantised_model_trips_the_gradient_checks(trained_lenet, mnist5k, cnn3_substitute):
     masked = Quantised(trained_lenet).eval()
-    sub = tmp_path_factory.mktemp("sub") / "cnn3"
-    train(TrainConfig(model="cnn3", recipe=[Phase("ce", 2)], seed=1), sub, data=mnist5k, **QUIET)
+    sub = cnn3_substitute
     plan = [AttackSpec("pgd", [0.3], {"steps": 20, "step_size": 0.03}),
             AttackSpec("transfer", [0.3], {"substitute": str(sub), "method": "mim"}),
             AttackSpec("pgd", [1.0], {"steps": 20, "step_size": 0.125}, label="pgd-huge")]

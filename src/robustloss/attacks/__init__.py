@@ -6,7 +6,16 @@ from robustloss.attacks.presets import PRESETS, preset, register_preset
 from robustloss.attacks.registry import ATTACKS, create_attack
 
 # Importing the attack modules registers them.
-from robustloss.attacks import apgd, corruptions, linf_gradient, simba, spsa, transfer  # noqa: E402,F401
+from robustloss.attacks import (  # noqa: E402,F401
+    apgd,
+    carlini_wagner,
+    corruptions,
+    deepfool,
+    linf_gradient,
+    simba,
+    spsa,
+    transfer,
+)
 
 __all__ = ["Attack", "AttackResult", "AttackBudgetWarning", "ATTACKS", "OBJECTIVES", "PRESETS", "create_attack",
            "get_objective", "preset", "register_preset"]

@@ -61,6 +61,11 @@ class MIM(IterativeGradientAttack):
         super().__init__(eps=eps, steps=steps, step_size=step_size, momentum=decay, early_stop=early_stop,
                          targeted=targeted, objective=objective)
 
+    def hyperparameters(self) -> dict:
+        params = super().hyperparameters()
+        params["decay"] = params.pop("momentum")  # the constructor's name, so the record rebuilds the attack
+        return params
+
 
 @ATTACKS.register("pgd-l2")
 class PGDL2(L2IterativeGradientAttack):

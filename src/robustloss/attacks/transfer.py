@@ -46,8 +46,9 @@ class TransferAttack(Attack):
         self._model: nn.Module | None = None
 
     def hyperparameters(self) -> dict:
-        return {"eps": self.eps, "targeted": self.targeted, "substitute": self.substitute, "method": self.method,
-                **{k: v for k, v in self.inner.hyperparameters().items() if k not in ("eps", "targeted")}}
+        inner = {k: v for k, v in self.inner.hyperparameters().items() if k not in ("eps", "targeted", "objective")}
+        return {"eps": self.eps, "targeted": self.targeted, "objective": self.objective_name,
+                "substitute": self.substitute, "method": self.method, "method_params": inner}
 
     def substitute_model(self, device: torch.device) -> nn.Module:
         if self._model is None:
