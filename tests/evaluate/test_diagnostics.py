@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
 from robustloss.evaluate import AttackSpec, Evaluation, evaluate
 from robustloss.evaluate.diagnostics import diagnose, format_diagnostics, gradient_probe, probe_plan
 from robustloss.evaluate.records import AttackRecord
-from robustloss.models import Classifier
 from robustloss.train import Phase, TrainConfig, train
 
 QUIET = {"progress": False, "log": lambda _: None, "device": "cpu"}

@@ -149,3 +149,17 @@ def warn_if_budget_unreachable(name: str, steps: int, step_size: float, eps: flo
             AttackBudgetWarning,
             stacklevel=3,
         )
+
+
+class GradientFreeAttack(Attack):
+    """An attack that only sees the model's outputs (SPSA, SimBA): ``query`` runs without autograd,
+    so it cannot use a gradient even by accident."""
+
+    def run(self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, objective: Objective,
+            generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            return self.query(model, x, y, goal, objective, generator)
+
+    def query(self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, objective: Objective,
+              generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError

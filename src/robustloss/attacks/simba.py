@@ -55,10 +55,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from robustloss.attacks.base import Attack
-from robustloss.attacks.objectives import Objective
+from robustloss.attacks.base import GradientFreeAttack
 from robustloss.attacks.presets import register_preset
 from robustloss.attacks.registry import ATTACKS
 
@@ -76,7 +75,7 @@ def dct_matrix(n: int, *, dtype: torch.dtype = torch.float64, device=None) -> Te
 
 
 @ATTACKS.register("simba")
-class SimBA(Attack):
+class SimBA(GradientFreeAttack):
     name = "simba"
     norm = None  # eps is a step size; SimBA has no norm budget
 
@@ -109,14 +108,7 @@ class SimBA(Attack):
             "max_queries": self.max_queries, "basis": self.basis, "freq_dims": self.freq_dims,
         }
 
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, objective: Objective,
-        generator: torch.Generator | None,
-    ) -> tuple[Tensor, Tensor]:
-        with torch.no_grad():
-            return self._attack(model, x, y, goal, objective, generator)
-
-    def _attack(self, model, x, y, goal, objective, generator):
+    def query(self, model, x, y, goal, objective, generator):
         x_adv = x.clone()
         logits = model(x)
         gain = objective(logits, goal, self.targeted)

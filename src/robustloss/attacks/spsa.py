@@ -52,7 +52,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from robustloss.attacks.base import Attack, warn_if_budget_unreachable
+from robustloss.attacks.base import GradientFreeAttack, warn_if_budget_unreachable
 from robustloss.attacks.objectives import Objective
 from robustloss.attacks.presets import register_preset
 from robustloss.attacks.registry import ATTACKS
@@ -62,7 +62,7 @@ ADAM_BETA1, ADAM_BETA2, ADAM_EPSILON = 0.9, 0.999, 1e-8
 
 
 @ATTACKS.register("spsa")
-class SPSA(Attack):
+class SPSA(GradientFreeAttack):
     name = "spsa"
     norm = "linf"
 
@@ -102,14 +102,7 @@ class SPSA(Attack):
             "max_batch": self.max_batch,
         }
 
-    def run(
-        self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, objective: Objective,
-        generator: torch.Generator | None,
-    ) -> tuple[Tensor, Tensor]:
-        with torch.no_grad():
-            return self._attack(model, x, y, goal, objective, generator)
-
-    def _attack(self, model, x, y, goal, objective, generator):
+    def query(self, model, x, y, goal, objective, generator):
         lower, upper = (x - self.eps).clamp_min(0), (x + self.eps).clamp_max(1)
         x_adv = x.clone()  # rows of samples that succeeded are frozen: they hold the first success
         first_moment, second_moment = torch.zeros_like(x), torch.zeros_like(x)
