@@ -15,9 +15,6 @@ from robustloss.attacks.base import Attack
 from robustloss.attacks.iterative import IterativeGradientAttack, L2IterativeGradientAttack
 from robustloss.attacks.registry import ATTACKS
 
-# Keeps the old name importable for code written against the first release.
-LinfGradientAttack = IterativeGradientAttack
-
 
 @ATTACKS.register("fgsm")
 class FGSM(IterativeGradientAttack):

@@ -13,8 +13,6 @@ objective against the substitute, e.g. ``adaptive`` picks the substitute's train
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -70,11 +68,6 @@ class TransferAttack(Attack):
         source = self.substitute_model(x.device)
         crafted = self.inner(source, x, y, target=goal if self.targeted else None, generator=generator)
         return crafted.x_adv, torch.zeros(len(x), dtype=torch.int64, device=x.device)  # no target queries
-
-
-def transfer_params(substitute: str, method: str = "mim", **method_params: Any) -> dict:
-    """Parameters for an AttackSpec("transfer", eps, params) in one call."""
-    return {"substitute": substitute, "method": method, "method_params": method_params}
 
 
 register_preset("transfer-pgd-pc", "transfer", "PC paper Table 3: PGD on the substitute, 40 steps of 0.01",
