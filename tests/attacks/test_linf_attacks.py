@@ -204,3 +204,16 @@ def test_restarts_only_help_and_are_reproducible(trained_lenet, batch):
     assert (a.queries[a.success] <= 4 * 6 + 5 + 1).all()
     with pytest.raises(ValueError, match="random_start"):
         create_attack("pgd", eps=0.1, restarts=3, random_start=False)
+
+
+def test_stops_once_every_sample_is_fooled(trained_lenet, batch):
+    x, y = batch
+    calls = []
+    handle = trained_lenet.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        result = create_attack("pgd", eps=0.5, steps=200, step_size=0.05)(trained_lenet, x, y,
+                                                                         generator=torch.Generator().manual_seed(0))
+    finally:
+        handle.remove()
+    assert result.success.all()
+    assert len(calls) == int(result.queries.max()) + 1 < 200  # the last success, then the final judgement

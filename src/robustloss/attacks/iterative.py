@@ -131,6 +131,8 @@ class IterativeGradientAttack(Attack):
                 best[newly] = x_adv[newly]
                 steps_used[newly] = step + 1
                 found |= newly
+                if found.all():  # every sample already has its adversarial example: the rest is wasted work
+                    return best, found, steps_used
 
             if velocity is not None:
                 velocity = self.momentum * velocity + grad / _per_sample_norm(grad, 1).clamp_min(1e-12)
