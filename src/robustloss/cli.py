@@ -228,6 +228,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_plan(args: argparse.Namespace) -> list:
     """The attack plan from eval's flags, validated before any data is loaded."""
+    from robustloss.attacks import ATTACKS
     from robustloss.evaluate import AttackSpec
 
     eps = [None if e.strip().lower() == "none" else float(e) for e in args.eps.split(",")]
@@ -241,10 +242,7 @@ def _eval_plan(args: argparse.Namespace) -> list:
     plan = []
     for name in filter(None, (a.strip() for a in args.attacks.split(","))):
         spec = AttackSpec(name, eps, {})
-        attack_name, preset_params = spec.resolved()
-        from robustloss.attacks import ATTACKS
-
-        accepted = ATTACKS.parameters(attack_name)
+        accepted = ATTACKS.parameters(spec.resolved()[0])
         params = {"objective": args.objective} if "objective" in accepted else {}
         if args.targeted and "targeted" in accepted:
             params["targeted"] = True

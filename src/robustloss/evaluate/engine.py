@@ -101,13 +101,14 @@ def _run_attack(attack, spec: AttackSpec, eps, split: ImageSplit, indices: np.nd
            "target": np.full(n, NOT_ATTACKED, dtype=np.int64)}
     saved_index, saved_images = [], []
     objective = attack.objective_name
+    hyperparameters = attack.hyperparameters()  # part of every chunk's cache key; computed once
     started = time.perf_counter()
     shown = "-" if eps is None else f"{eps:g}"
     for start in tqdm(range(0, len(indices), batch_size), desc=f"{spec.name} eps={shown}", leave=False,
                       disable=not progress):
         idx = indices[start : start + batch_size]
         batch_seed = _derived_seed(seed, spec.name, eps, int(idx[0]))
-        key = ChunkCache.key(attack=spec.name, params=attack.hyperparameters(), eps=eps, seed=batch_seed,
+        key = ChunkCache.key(attack=spec.name, params=hyperparameters, eps=eps, seed=batch_seed,
                              index=zlib.crc32(idx.tobytes()), n=len(idx), model=fingerprint,
                              with_images=save_adversarial is not None, targets=spec.targets)
         chunk = cache.load(key) if cache is not None else None
@@ -122,13 +123,15 @@ def _run_attack(attack, spec: AttackSpec, eps, split: ImageSplit, indices: np.nd
         if save_adversarial is not None:
             saved_index.append(idx[chunk["fooled"]])
             saved_images.append(chunk["x_adv"])
-    params = attack.hyperparameters()
+    params = dict(hyperparameters)
     if objective and objective != params.get("objective"):
         params |= {"objective": objective, "objective_requested": params.get("objective")}
     if attack.targeted:
         params["targets"] = spec.targets
-    record = AttackRecord(attack=spec.resolved()[0], eps=eps, params=params, seconds=time.perf_counter() - started,
-                          norm=attack.norm, label=spec.label or (spec.attack if spec.attack != spec.resolved()[0] else ""),
+    attack_name = spec.resolved()[0]
+    label = spec.label or (spec.attack if spec.attack != attack_name else "")  # a preset keeps its own name
+    record = AttackRecord(attack=attack_name, eps=eps, params=params, seconds=time.perf_counter() - started,
+                          norm=attack.norm, label=label,
                           adv_pred=out["adv_pred"], linf=out["linf"], l2=out["l2"], queries=out["queries"],
                           target=out["target"] if attack.targeted else None)
     if save_adversarial is not None:
