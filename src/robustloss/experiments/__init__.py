@@ -1,0 +1,1 @@
+"""Experiments: YAML configs with grids and scale presets, a SQLite results store, and the runner."""

@@ -1,0 +1,439 @@
+"""An experiment file: base settings, grid axes and scale presets, resolved into run cells.
+
+``load_experiment(path, scale, overrides)`` validates the file strictly (unknown keys and
+wrong types name the key, its line in the file and the valid keys) and returns an
+``Experiment`` whose ``cells`` are fully resolved ``RunCell`` objects: one per combination of
+grid values, each with a validated ``TrainConfig``, ``EvaluateConfig`` and substitute models.
+
+Order of overrides per cell: the base file, the cell's grid values, the scale preset, then
+``--set`` (the command line wins); ``${...}`` is substituted last. See configs/README.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from robustloss.config import from_dict, to_dict
+from robustloss.errors import ConfigError
+from robustloss.evaluate.plan import AttackSpec
+from robustloss.experiments.overrides import parse_assignment, set_dotted, split_path, substitute
+from robustloss.train.config import TrainConfig
+
+SCALES = ("smoke", "demo", "paper")
+CELL_SECTIONS = ("train", "evaluate", "substitutes", "vars")  # what a cell override may change
+
+
+@dataclass
+class EvaluateConfig:
+    attacks: list[AttackSpec] = field(default_factory=list)
+    n_test: int | None = None  # the first N test samples only
+    batch_size: int = 500
+    mode: Literal["protocol", "worst-case"] = "protocol"
+    objective: str | None = None  # objective of every attack that does not choose one
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack or label -> params
+    diagnostics: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_test is not None and self.n_test < 1:
+            raise ConfigError(f"evaluate.n_test must be >= 1 or null, got {self.n_test}")
+        if self.batch_size < 1:
+            raise ConfigError(f"evaluate.batch_size must be >= 1, got {self.batch_size}")
+
+    def plan(self) -> list[AttackSpec]:
+        """The attacks with the default objective and the overrides applied."""
+        plan = []
+        for spec in self.attacks:
+            params = dict(spec.params)
+            name = spec.resolved()[0]
+            if self.objective is not None and "objective" not in params and _takes_objective(name):
+                params["objective"] = self.objective
+            for key in (name, spec.attack, spec.name):
+                params |= self.overrides.get(key, {})
+            plan.append(AttackSpec(spec.attack, list(spec.eps), params, spec.label, spec.targets))
+        return plan
+
+
+def _takes_objective(attack: str) -> bool:
+    from robustloss.attacks import ATTACKS
+
+    return "objective" in ATTACKS.parameters(attack)
+
+
+@dataclass
+class ReportConfig:
+    columns: str = "method"  # the grid axis whose values are the table's columns
+    sections: str | None = None  # the grid axis whose values split the table
+
+
+@dataclass
+class ExperimentFile:
+    """The top level of an experiment YAML (``train``/``evaluate`` are validated per cell)."""
+
+    name: str
+    title: str = ""
+    paper: str = ""
+    table: str = ""
+    published: str | None = None
+    notes: list[str] = field(default_factory=list)
+    vars: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    evaluate: dict[str, Any] = field(default_factory=dict)
+    substitutes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grid: dict[str, Any] = field(default_factory=dict)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    scales: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", self.name):
+            raise ConfigError(f"name: use letters, digits, '-', '_' or '.', got {self.name!r}")
+        unknown = [s for s in self.scales if s not in SCALES]
+        if unknown:
+            raise ConfigError(f"scales.{unknown[0]}: unknown scale; valid scales: {', '.join(SCALES)}")
+
+
+@dataclass
+class RunCell:
+    """One fully resolved run of an experiment: a model to train and the attacks to run on it."""
+
+    labels: dict[str, str]  # grid axis -> value name
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    substitutes: dict[str, TrainConfig]  # only those the attacks reference
+    changes: list[str] = field(default_factory=list)  # what the scale/--set changed, for the report
+
+    @property
+    def name(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.labels.items()) or "base"
+
+    @property
+    def train_hash(self) -> str:
+        return config_hash(self.train)
+
+    @property
+    def hash(self) -> str:
+        return config_hash({"train": canonical(self.train), "evaluate": canonical(self.evaluate),
+                            "substitutes": {k: canonical(v) for k, v in self.substitutes.items()}})
+
+    def to_dict(self) -> dict:
+        return {"labels": self.labels, "train": to_dict(self.train), "evaluate": to_dict(self.evaluate),
+                "substitutes": {k: to_dict(v) for k, v in self.substitutes.items()}, "changes": self.changes}
+
+
+@dataclass
+class Experiment:
+    file: ExperimentFile
+    path: Path | None
+    scale: str
+    cells: list[RunCell]
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+    def published_path(self) -> Path | None:
+        if not self.file.published:
+            return None
+        base = self.path.parent if self.path is not None else Path.cwd()
+        return base / self.file.published
+
+    def document(self) -> dict:
+        """What the store keeps about the experiment, so reports need nothing else."""
+        return {"file": to_dict(self.file), "path": str(self.path) if self.path else None, "scale": self.scale,
+                "overrides": self.overrides, "published": read_published(self.published_path())}
+
+
+def canonical(config: Any) -> Any:
+    """``to_dict`` without the keys left at their defaults, so adding a new option with a default
+    later does not change the hash of every existing run."""
+    data = to_dict(config)
+    defaults = to_dict(type(config)()) if _has_defaults(type(config)) else {}
+    return {k: v for k, v in data.items() if k not in defaults or defaults[k] != v}
+
+
+def _has_defaults(cls: type) -> bool:
+    try:
+        cls()
+    except TypeError:
+        return False
+    return True
+
+
+def config_hash(config: Any) -> str:
+    data = config if isinstance(config, dict) else canonical(config)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+def load_experiment(path: str | Path, scale: str | None = None, overrides: list[str] | tuple = ()) -> Experiment:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such experiment file (see configs/ for the papers' tables)")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    lines = key_lines(text)
+    try:
+        return resolve_experiment(raw, scale, overrides, path=path)
+    except ConfigError as err:
+        raise ConfigError(_locate(str(err), path, lines)) from None
+
+
+def resolve_experiment(raw: Any, scale: str | None = None, overrides: list[str] | tuple = (),
+                       path: Path | None = None) -> Experiment:
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a mapping at the top of the file (name:, train:, evaluate:, ...)")
+    if "name" not in raw:
+        raise ConfigError("name: required (the experiment's name, e.g. name: pc-table1)")
+    document = copy.deepcopy(raw)
+    file = from_dict(ExperimentFile, document)
+    if scale is not None and scale not in SCALES:
+        raise ConfigError(f"--scale {scale}: unknown scale; valid scales: {', '.join(SCALES)}")
+    if scale is not None and scale not in file.scales:
+        have = ", ".join(file.scales) or "none"
+        raise ConfigError(f"scales: this file has no {scale!r} preset (it has: {have})")
+
+    preset = dict(file.scales.get(scale, {})) if scale else {}
+    assignments = [parse_assignment(a) for a in overrides]
+    # Overrides of the grid (or of metadata) reshape the experiment itself; the rest are per cell.
+    top_level = [(k, v) for k, v in [*preset.items(), *assignments] if split_path(k)[0] not in CELL_SECTIONS]
+    if top_level:
+        for key, value in top_level:
+            _set_top_level(document, key, value)
+        file = from_dict(ExperimentFile, document)
+    per_cell = [(k, v, f"scale {scale}") for k, v in preset.items() if split_path(k)[0] in CELL_SECTIONS]
+    per_cell += [(k, v, "--set") for k, v in assignments if split_path(k)[0] in CELL_SECTIONS]
+
+    cells = [_resolve_cell(file, labels, sets, per_cell) for labels, sets in expand_grid(file.grid)]
+    return Experiment(file=file, path=path, scale=scale or "base", cells=cells, overrides=list(overrides))
+
+
+def _set_top_level(document: dict, key: str, value: Any) -> None:
+    """Like ``set_dotted``, but grid axis names may contain dots (``grid.train.seed``): the
+    longest existing axis that prefixes the key is the axis, else the whole rest is a new axis."""
+    if not key.startswith("grid."):
+        set_dotted(document, key, value)
+        return
+    grid = document.setdefault("grid", {}) or {}
+    document["grid"] = grid
+    rest = key[len("grid."):]
+    axis = max((a for a in grid if rest == a or rest.startswith(a + ".")), key=len, default=rest)
+    if rest == axis:
+        grid[axis] = copy.deepcopy(value)
+    else:
+        entries = grid[axis]
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{key}: grid.{axis} is a list of values; set the whole list instead")
+        name, _, inner = rest[len(axis) + 1:].partition(".")
+        if inner:
+            entries.setdefault(name, {})
+            entries[name] = dict(entries[name] or {}) | {inner: copy.deepcopy(value)}
+        else:
+            entries[name] = copy.deepcopy(value)
+
+
+def expand_grid(grid: dict[str, Any]) -> list[tuple[dict[str, str], list[tuple[str, Any]]]]:
+    """Every combination of the grid's axes: (axis -> value name, [(dotted key, value), ...]).
+
+    An axis whose value is a list sets the key named by the axis (``train.seed: [0, 1]``); an
+    axis whose value is a mapping is named: each entry maps a value name to overrides.
+    """
+    axes: list[tuple[str, list[tuple[str, list[tuple[str, Any]]]]]] = []
+    for axis, values in grid.items():
+        if isinstance(values, list):
+            if not values:
+                raise ConfigError(f"grid.{axis}: empty list of values")
+            split_path(axis)
+            axes.append((axis, [(_show(v), [(axis, v)]) for v in values]))
+        elif isinstance(values, dict):
+            if not values:
+                raise ConfigError(f"grid.{axis}: no values")
+            entries = []
+            for name, sets in values.items():
+                if sets is None:
+                    sets = {}
+                if not isinstance(sets, dict):
+                    raise ConfigError(f"grid.{axis}.{name}: expected a mapping of overrides "
+                                      f"(e.g. {{train.dataset: mnist}}), got {sets!r}")
+                for key in sets:
+                    if split_path(key)[0] not in CELL_SECTIONS:
+                        raise ConfigError(f"grid.{axis}.{name}.{key}: grid values may set "
+                                          f"{', '.join(s + '.*' for s in CELL_SECTIONS)}")
+                entries.append((str(name), list(sets.items())))
+            axes.append((axis, entries))
+        else:
+            raise ConfigError(f"grid.{axis}: expected a list of values or a mapping of named overrides, "
+                              f"got {values!r}")
+    combos = []
+    for choice in itertools.product(*(values for _, values in axes)):
+        labels = {axis: name for (axis, _), (name, _) in zip(axes, choice)}
+        sets = [kv for _, kvs in choice for kv in kvs]
+        combos.append((labels, sets))
+    return combos
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _resolve_cell(file: ExperimentFile, labels: dict[str, str], cell_sets: list[tuple[str, Any]],
+                  later: list[tuple[str, Any, str]]) -> RunCell:
+    doc = {"train": copy.deepcopy(file.train), "evaluate": copy.deepcopy(file.evaluate),
+           "substitutes": copy.deepcopy(file.substitutes), "vars": copy.deepcopy(file.vars)}
+    where = ", ".join(f"{k}={v}" for k, v in labels.items())
+    context = f" (grid cell {where})" if where else ""
+    try:
+        for key, value in cell_sets:
+            set_dotted(doc, key, value)
+        changes = []
+        for key, value, origin in later:
+            old = _get(doc, key)
+            set_dotted(doc, key, value)
+            if old != value:
+                changes.append(f"{key}: {_brief(old)} -> {_brief(value)} ({origin})")
+        variables = doc["vars"]
+        resolved = {k: substitute(doc[k], variables, k) for k in ("train", "evaluate", "substitutes")}
+        train = from_dict(TrainConfig, resolved["train"], path="train")
+        evaluate = from_dict(EvaluateConfig, resolved["evaluate"], path="evaluate")
+        substitutes = _substitutes(resolved["train"], resolved["substitutes"], evaluate)
+        _check_names(train, evaluate, substitutes)
+    except ConfigError as err:
+        raise ConfigError(f"{err}{context}") from None
+    return RunCell(labels=labels, train=train, evaluate=evaluate, substitutes=substitutes, changes=changes)
+
+
+def _get(doc: dict, key: str) -> Any:
+    node: Any = doc
+    for part in split_path(key):
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+SUBSTITUTE_INHERITS = ("dataset", "max_train_samples", "batch_size", "augment", "seed")
+
+
+def _substitutes(train: dict, substitutes: dict, evaluate: EvaluateConfig) -> dict[str, TrainConfig]:
+    """The substitute models the cell's transfer attacks reference (``substitute: "@NAME"``)."""
+    wanted = []
+    for spec in evaluate.plan():
+        reference = spec.resolved()[1].get("substitute")
+        if isinstance(reference, str) and reference.startswith("@"):
+            name = reference[1:]
+            if name not in substitutes:
+                have = ", ".join(substitutes) or "none defined"
+                raise ConfigError(f"evaluate.attacks: {spec.name} uses substitute {reference!r}; substitutes: {have}")
+            wanted.append(name)
+    out = {}
+    for name in dict.fromkeys(wanted):
+        settings = {k: train[k] for k in SUBSTITUTE_INHERITS if k in train} | dict(substitutes[name])
+        out[name] = from_dict(TrainConfig, settings, path=f"substitutes.{name}")
+    return out
+
+
+def _check_names(train: TrainConfig, evaluate: EvaluateConfig, substitutes: dict[str, TrainConfig]) -> None:
+    """Unknown dataset/model/loss/attack names fail at load time, listing the valid ones."""
+    from robustloss.attacks import ATTACKS, PRESETS
+    from robustloss.data import DATASETS
+    from robustloss.losses import LOSSES
+    from robustloss.models import MODELS
+
+    for where, config in [("train", train), *((f"substitutes.{k}", v) for k, v in substitutes.items())]:
+        for key, registry in (("dataset", DATASETS), ("model", MODELS)):
+            try:
+                registry.get(getattr(config, key))
+            except Exception as err:
+                raise ConfigError(f"{where}.{key}: {err}") from None
+        for i, phase in enumerate(config.recipe):
+            try:
+                LOSSES.get(phase.loss)
+            except Exception as err:
+                raise ConfigError(f"{where}.recipe[{i}].loss: {err}") from None
+    for i, spec in enumerate(evaluate.plan()):
+        if spec.attack not in ATTACKS and spec.attack not in PRESETS:
+            valid = ", ".join(sorted([*ATTACKS.names(), *PRESETS.names()]))
+            raise ConfigError(f"evaluate.attacks[{i}].attack: unknown attack {spec.attack!r}; valid: {valid}")
+        for eps in spec.eps:
+            try:
+                with warnings.catch_warnings():  # budget warnings are reported when the attack runs
+                    warnings.simplefilter("ignore")
+                    spec.build(eps)
+            except Exception as err:
+                raise ConfigError(f"evaluate.attacks[{i}] ({spec.name}, eps={eps}): {err}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+def read_published(path: Path | None) -> list[dict]:
+    """Rows of a published-numbers CSV (section, method, row, param, metric, value)."""
+    import csv
+
+    if path is None:
+        return []
+    if not path.exists():
+        raise ConfigError(f"published: {path} does not exist")
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    rows = []
+    for i, row in enumerate(csv.DictReader(lines), start=2):
+        try:
+            rows.append({"section": row.get("section") or "", "method": row["method"], "row": row["row"],
+                         "param": float(row["param"]) if row.get("param") else None,
+                         "metric": row.get("metric") or "accuracy", "value": float(row["value"])})
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"{path}: data line {i - 1}: {err} (columns: section,method,row,param,metric,value)")
+    return rows
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Dotted key path -> 1-based line in the YAML text (for error messages)."""
+    lines: dict[str, int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = f"{path}.{key.value}" if path else str(key.value)
+                lines[child] = key.start_mark.line + 1
+                walk(value, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                child = f"{path}[{i}]"
+                lines[child] = value.start_mark.line + 1
+                walk(value, child)
+
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def _locate(message: str, path: Path, lines: dict[str, int]) -> str:
+    """Prefix ``FILE:LINE:`` when the message starts with a key path that is in the file."""
+    match = re.match(r"^([\w.\[\]-]+):", message)
+    key = match[1] if match else ""
+    while key and key not in lines:
+        key = key.rsplit(".", 1)[0] if "." in key else ""
+    if key:
+        return f"{path}:{lines[key]}: {message}"
+    return f"{path}: {message}"
