@@ -1,4 +1,4 @@
-"""``robustloss`` command line: train, eval, demo, data fetch|list."""
+"""``robustloss`` command line: demo, run, ls, show, export, report, train, eval, attacks, data."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robustloss: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted; finished epochs are checkpointed, re-run with --resume to continue", file=sys.stderr)
+        print("\ninterrupted; finished epochs and evaluation chunks are kept: re-run the same command to continue "
+              "(`robustloss train` needs --resume)", file=sys.stderr)
         return 130
 
 
@@ -34,13 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robustloss", description=__doc__)
     sub = parser.add_subparsers(metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="reproduce the PC paper's Table 1 (MNIST columns) on embedded MNIST")
-    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    demo.add_argument("--epochs-per-phase", type=int, default=50, metavar="T", help="T: CE 2T vs CE T + PC T (paper: 50)")
-    demo.add_argument("--n-test", type=int, default=None, help="evaluate only the first N test samples")
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser("demo", help="the PC paper's core claim on embedded MNIST: tables, plots, HTML report")
+    demo.add_argument("--root", default="runs", help="results folder (default: runs)")
+    demo.add_argument("--scale", choices=["smoke", "demo", "paper"], default="demo",
+                      help="configs/pc_demo.yaml preset (default: demo, a few minutes on 2 CPU cores)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
+                      help="override a value of configs/pc_demo.yaml")
     _add_common(demo, data=False)
     demo.set_defaults(handler=_cmd_demo)
+
+    from robustloss.experiments.commands import add_commands
+
+    add_commands(sub)
 
     train = sub.add_parser("train", help="train a model with a recipe of (loss, epochs) phases")
     train.add_argument("--config", help="YAML file with TrainConfig keys; flags below override it")
@@ -114,8 +120,8 @@ def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from robustloss.demo import run_demo
 
-    run_demo(args.out, epochs_per_phase=args.epochs_per_phase, seed=args.seed, max_samples=args.n_test,
-             device=args.device, progress=not args.no_progress)
+    run_demo(args.root, scale=args.scale, overrides=args.overrides, device=args.device,
+             progress=not args.no_progress)
     return 0
 
 

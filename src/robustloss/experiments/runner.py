@@ -1,0 +1,226 @@
+"""``run_experiment``: train (or reuse) and evaluate every cell of an experiment, resumably.
+
+Layout under ``root`` (default ``runs/``)::
+
+    results.sqlite           the results store (runs, cells, metrics, evaluations, per-sample outcomes)
+    models/<train hash>/     one trained model per distinct training config (shared by every cell,
+                             experiment and substitute that trains the same thing)
+    runs/<run hash>/         a cell's evaluation: finished chunks (resume) and records.npz
+
+Killing the process at any moment loses nothing: training resumes from its last epoch
+checkpoint, evaluation from its last finished chunk, and the store is written in
+transactions keyed by hashes, so a re-run neither redoes finished work nor duplicates rows.
+A file lock per model and per run keeps two processes from working on the same one at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from robustloss.data import load_dataset
+from robustloss.data.spec import Dataset
+from robustloss.evaluate import evaluate
+from robustloss.evaluate.diagnostics import diagnose, gradient_probe, probe_plan
+from robustloss.evaluate.plan import AttackSpec
+from robustloss.experiments.schema import Experiment, RunCell, config_hash
+from robustloss.experiments.store import ResultsStore
+from robustloss.models.saved import load_model
+from robustloss.train import TrainConfig, is_complete, train
+from robustloss.train.trainer import MODEL_FILE
+
+STORE_FILE = "results.sqlite"
+
+
+@dataclass
+class CellOutcome:
+    cell: RunCell
+    run_id: int
+    status: str  # done | reused | failed
+    error: str = ""
+    seconds: float = 0.0
+
+
+class Busy(Exception):
+    """Another process holds the lock on this model or run."""
+
+
+def code_revision() -> str:
+    """The git commit of the robustloss source (with -dirty for local changes), else the version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    source = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return f"robustloss {version('robustloss')}"
+        except PackageNotFoundError:
+            return "unknown"
+
+
+@contextlib.contextmanager
+def locked(folder: Path, wait: bool) -> Iterator[None]:
+    """An exclusive lock on ``folder``; ``wait=False`` raises ``Busy`` instead of blocking."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise Busy(str(folder)) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ExperimentRunner:
+    def __init__(self, root: str | Path = "runs", *, store: ResultsStore | None = None, device: str = "auto",
+                 data_dir: str | Path | None = None, progress: bool = True, tensorboard: bool = False,
+                 log: Callable[[str], None] = print):
+        self.root = Path(root)
+        self.store = store or ResultsStore(self.root / STORE_FILE)
+        self.device, self.data_dir, self.progress, self.log = device, data_dir, progress, log
+        self.tensorboard = tensorboard
+        self.revision = code_revision()
+        self._data: dict[str, Dataset] = {}
+
+    # -- the grid --------------------------------------------------------------------------------
+    def run(self, experiment: Experiment) -> list[CellOutcome]:
+        self.store.save_experiment(experiment.name, experiment.scale, experiment.document())
+        outcomes: list[CellOutcome] = []
+        deferred = []
+        total = len(experiment.cells)
+        for i, cell in enumerate(experiment.cells, start=1):
+            self.log(f"[{i}/{total}] {experiment.name} · {cell.name}")
+            try:
+                outcomes.append(self.run_cell(experiment, cell, wait=False))
+            except Busy:
+                self.log("  another process is working on this cell; coming back to it at the end")
+                deferred.append(cell)
+        for cell in deferred:  # now wait for the other process, then reuse or finish its work
+            outcomes.append(self.run_cell(experiment, cell, wait=True))
+        return outcomes
+
+    def run_cell(self, experiment: Experiment, cell: RunCell, *, wait: bool) -> CellOutcome:
+        started = time.perf_counter()
+        run_dir = self.root / "runs" / cell.hash
+        run_id = self.store.upsert_run(
+            hash=cell.hash, experiment=experiment.name, name=cell.name, config=cell.to_dict(), kind="model",
+            train_hash=cell.train_hash, model_dir=str(self.model_dir(cell.train)), run_dir=str(run_dir),
+            code_revision=self.revision)
+        self.store.link_cell(experiment=experiment.name, scale=experiment.scale, cell=cell.labels, run_id=run_id)
+        if self.store.get_run(run_id).status == "done":
+            self.log(f"  done before (run {cell.hash}); reusing its results")
+            return CellOutcome(cell, run_id, "reused")
+        with locked(run_dir, wait):
+            if self.store.get_run(run_id).status == "done":  # finished by another process meanwhile
+                return CellOutcome(cell, run_id, "reused")
+            try:
+                self.store.set_status(run_id, "training")
+                model = self.trained_model(cell.train, run_id, wait=wait)
+                substitutes = {name: self.model_dir(config) for name, config in cell.substitutes.items()}
+                for name, config in cell.substitutes.items():
+                    self.trained_model(config, None, wait=wait, role=f"substitute {name}")
+                self.store.set_status(run_id, "evaluating")
+                self.evaluate_cell(cell, model, run_id, run_dir, substitutes)
+                self.store.set_status(run_id, "done")
+            except Busy:
+                self.store.set_status(run_id, "pending")
+                raise
+            except Exception as err:  # recorded, then the grid goes on; the CLI exits non-zero
+                self.store.set_status(run_id, "failed", f"{type(err).__name__}: {err}")
+                self.log(f"  FAILED: {type(err).__name__}: {err}")
+                self.log("".join(traceback.format_exception(err)[-3:]).rstrip())
+                return CellOutcome(cell, run_id, "failed", str(err), time.perf_counter() - started)
+        return CellOutcome(cell, run_id, "done", seconds=time.perf_counter() - started)
+
+    # -- training --------------------------------------------------------------------------------
+    def model_dir(self, config: TrainConfig) -> Path:
+        return self.root / "models" / config_hash(config)
+
+    def dataset(self, name: str) -> Dataset:
+        if name not in self._data:
+            self._data[name] = load_dataset(name, self.data_dir)
+        return self._data[name]
+
+    def trained_model(self, config: TrainConfig, run_id: int | None, *, wait: bool, role: str = "model"):
+        """Train ``config`` into its model folder, or load it when it is already finished there."""
+        folder = self.model_dir(config)
+        if run_id is None:  # a substitute: tracked in the store as its own run
+            run_id = self.store.upsert_run(hash=config_hash(config), experiment="", name=role,
+                                           config=dataclasses.asdict(config), kind="substitute",
+                                           train_hash=config_hash(config), model_dir=str(folder),
+                                           code_revision=self.revision)
+        with locked(folder, wait):
+            if is_complete(folder, config):
+                self.log(f"  {role}: reusing the trained model in {folder}")
+                model, _, payload = load_model(folder / MODEL_FILE)
+                self.store.add_metrics(run_id, payload.get("history", []))
+            else:
+                recipe = " -> ".join(f"{p.loss} x{p.epochs}" for p in config.recipe)
+                self.log(f"  {role}: training {config.model} on {config.dataset}, recipe {recipe} ({folder})")
+
+                def on_epoch(row: dict, checkpoint: Path) -> None:
+                    self.store.add_metrics(run_id, [row])
+                    self.store.add_checkpoint(run_id, str(checkpoint), int(row["epoch"]), sha256_file(checkpoint))
+
+                model = train(config, folder, data=self.dataset(config.dataset), resume=True, device=self.device,
+                              progress=self.progress, log=lambda m: self.log(f"    {m}"), on_epoch=on_epoch,
+                              tensorboard=folder / "tensorboard" if self.tensorboard else None).model
+                self.store.add_checkpoint(run_id, str(folder / MODEL_FILE), config.total_epochs,
+                                          sha256_file(folder / MODEL_FILE))
+        if role != "model":
+            self.store.set_status(run_id, "done")
+        return model
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def evaluate_cell(self, cell: RunCell, model, run_id: int, run_dir: Path, substitutes: dict[str, Path]) -> None:
+        plan = [_with_substitute(spec, substitutes) for spec in cell.evaluate.plan()]
+        if cell.evaluate.diagnostics:
+            plan += probe_plan(plan)
+        data = self.dataset(cell.train.dataset)
+        evaluation = evaluate(
+            model, data.test, plan, batch_size=cell.evaluate.batch_size, seed=cell.evaluate.seed,
+            device=self.device, max_samples=cell.evaluate.n_test, mode=cell.evaluate.mode,
+            cache_dir=run_dir / "chunks", progress=self.progress, log=lambda m: self.log(f"    {m}"),
+            meta={"run": cell.hash, "dataset": cell.train.dataset, "model": cell.train.model,
+                  "labels": cell.labels},
+        )
+        diagnostics = None
+        if cell.evaluate.diagnostics:
+            evaluation.meta["gradient_probe"] = gradient_probe(model, data.test, n=min(500, evaluation.n),
+                                                               device=next(model.parameters()).device)
+            diagnostics = diagnose(evaluation)
+            warned = [d.check for d in diagnostics if d.status == "warn"]
+            self.log(f"    diagnostics: {len(warned)} warning(s){': ' + '; '.join(warned) if warned else ''}")
+        evaluation.save(run_dir / "records.npz")
+        self.store.save_evaluation(run_id, evaluation, diagnostics)
+
+
+def _with_substitute(spec: AttackSpec, substitutes: dict[str, Path]) -> AttackSpec:
+    """Replace ``substitute: "@NAME"`` by the trained substitute's folder."""
+    reference = spec.resolved()[1].get("substitute")
+    if isinstance(reference, str) and reference.startswith("@"):
+        return dataclasses.replace(spec, params={**spec.params, "substitute": str(substitutes[reference[1:]])})
+    return spec
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,306 @@
+"""Build an experiment's report from the results store alone.
+
+The store holds the experiment document (title, layout, the paper's numbers), the grid
+cells, each run's training metrics, per-sample evaluation records and diagnostics. From
+these: a table in the paper's layout (ours as mean ± std over seeds beside the published
+value), plots (robust accuracy against eps with the worst case, clean against robust,
+training curves), the gradient-masking diagnostics, and one self-contained HTML page.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from robustloss.errors import RobustlossError
+from robustloss.evaluate.records import Evaluation, _same_eps
+from robustloss.evaluate.worst_case import worst_case_robust
+from robustloss.experiments.store import ResultsStore
+from robustloss.report.table import Cell, ReportTable, TableRow, TableSection
+
+WORST_CASE = "worst case"
+DIAGNOSTIC_PREFIX = "diag-"  # probe attacks added for the diagnostics; not rows of the paper's table
+PERCENT_METRICS = ("accuracy", "error_rate")
+ACCURACY_NOTE = ("Accuracy (%) on the evaluated test samples; a clean-misclassified sample counts as a failure "
+                 "under every attack (the papers' convention). Worst case: per sample, any attack of that norm "
+                 "that found an adversarial example within the budget (diagnostic probes included).")
+
+
+@dataclass
+class RunView:
+    """One stored run as the report sees it."""
+
+    run_id: int
+    labels: dict[str, str]
+    status: str
+    evaluation: Evaluation | None
+    metrics: list[dict]
+    diagnostics: list[dict]
+    changes: list[str]
+
+
+@dataclass
+class ReportFiles:
+    folder: Path
+    markdown: Path
+    csv: Path
+    latex: Path
+    html: Path
+    plots: list[Path] = field(default_factory=list)
+    table: ReportTable | None = None
+
+
+def seed_axes(axes: list[str]) -> list[str]:
+    """Axes averaged over (mean ± std): any axis named like a seed."""
+    return [a for a in axes if a == "seed" or a.endswith(".seed")]
+
+
+def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale: str | None = None,
+                 log: Callable[[str], None] = print) -> ReportFiles:
+    from robustloss.report.html import build_html
+    from robustloss.report.render import diagnostics_markdown, to_csv, to_latex, to_markdown, write_text_atomic
+
+    scale, document = _document(store, experiment, scale)
+    file = document["file"]
+    columns_axis = file.get("report", {}).get("columns", "method")
+    sections_axis = file.get("report", {}).get("sections")
+    runs = _runs(store, experiment, scale)
+    if not runs:
+        raise RobustlossError(f"no runs of {experiment!r} at scale {scale!r} in {store.path}; "
+                              f"run `robustloss run CONFIG --scale {scale}` first")
+    axes = list(runs[0].labels)
+    averaged = seed_axes(axes)
+    table = make_table(runs, document, columns_axis, sections_axis, averaged)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{experiment}-{scale}"
+    markdown = to_markdown(table)
+    diag_blocks = [(_run_label(r, columns_axis, sections_axis), r.diagnostics) for r in runs if r.diagnostics]
+    if diag_blocks:
+        markdown += "\n## Gradient-masking diagnostics\n"
+        for label, rows in diag_blocks:
+            markdown += f"\n### {label}\n\n{diagnostics_markdown(rows)}"
+    md_path = out / f"{stem}.md"
+    write_text_atomic(md_path, markdown)
+    csv_path = to_csv(table, out / f"{stem}.csv")
+    tex_path = out / f"{stem}.tex"
+    write_text_atomic(tex_path, to_latex(table))
+    plots = make_plots(table, runs, out, stem, columns_axis, sections_axis)
+
+    blocks: list[tuple[str, object]] = [("paragraph", file.get("paper", "")), ("table", table)]
+    for path, caption in plots:
+        blocks.append(("image", (path, caption)))
+    if diag_blocks:
+        blocks.append(("heading", "Gradient-masking diagnostics"))
+        blocks += [("diagnostics", block) for block in diag_blocks]
+    blocks.append(("pre", _provenance(store, runs, document)))
+    html_path = build_html(table.title, blocks, out / f"{stem}.html")
+    log(f"report: {html_path}")
+    return ReportFiles(out, md_path, csv_path, tex_path, html_path, [p for p, _ in plots], table)
+
+
+# -- loading ----------------------------------------------------------------------------------
+def _document(store: ResultsStore, experiment: str, scale: str | None) -> tuple[str, dict]:
+    scales = store.experiment_scales(experiment)
+    if not scales:
+        known = ", ".join(store.experiments()) or "none yet"
+        raise RobustlossError(f"the store {store.path} has no experiment {experiment!r} (experiments: {known})")
+    if scale is None:
+        scale = scales[-1]  # the most recently run scale
+    elif scale not in scales:
+        raise RobustlossError(f"{experiment!r} was not run at scale {scale!r}; it was run at: {', '.join(scales)}")
+    return scale, store.experiment_document(experiment, scale)
+
+
+def _runs(store: ResultsStore, experiment: str, scale: str) -> list[RunView]:
+    views = []
+    for cell in store.cells(experiment, scale):
+        run = store.get_run(cell.run_id)
+        views.append(RunView(cell.run_id, cell.cell, run.status, store.load_evaluation(cell.run_id),
+                             store.metrics(cell.run_id), store.diagnostics(cell.run_id),
+                             list(run.config.get("changes", []))))
+    return views
+
+
+# -- the table --------------------------------------------------------------------------------
+def make_table(runs: list[RunView], document: dict, columns_axis: str, sections_axis: str | None,
+               averaged: list[str]) -> ReportTable:
+    file = document["file"]
+    published = document.get("published", [])
+    extra_axes = [a for a in runs[0].labels if a not in (columns_axis, sections_axis, *averaged)]
+
+    def column_of(run: RunView) -> str:
+        name = run.labels.get(columns_axis, "ours")
+        extras = ", ".join(f"{a}={run.labels[a]}" for a in extra_axes)
+        return f"{name} ({extras})" if extras else name
+
+    columns = list(dict.fromkeys(column_of(r) for r in runs))
+    sections = list(dict.fromkeys(r.labels.get(sections_axis, "") if sections_axis else "" for r in runs))
+    title = " — ".join(filter(None, [file.get("title") or file.get("name"), f"scale {document.get('scale')}"]))
+    table = ReportTable(title=title, columns=columns, notes=[ACCURACY_NOTE, *file.get("notes", [])])
+    for section in sections:
+        members = [r for r in runs if (r.labels.get(sections_axis, "") if sections_axis else "") == section]
+        paper = [p for p in published if p["section"] == section or (not sections_axis and not p["section"])]
+        keys = _row_keys(members, paper)
+        rows = []
+        for row, param, metric in keys:
+            cells = {}
+            for column in columns:
+                values = [v for r in members if column_of(r) == column
+                          for v in [our_value(r.evaluation, row, param, metric)] if v is not None]
+                paper_value = next((p["value"] for p in paper if p["method"] == column.split(" (")[0]
+                                    and p["row"] == row and _same_param(p["param"], param)
+                                    and p["metric"] == metric), None)
+                cells[column] = _cell(values, paper_value)
+            rows.append(TableRow(row, param, metric, cells))
+        notes = sorted({c for r in members for c in r.changes})
+        unfinished = [f"{column_of(r)}: {r.status}" for r in members if r.evaluation is None]
+        if unfinished:
+            notes.append("not evaluated yet: " + "; ".join(unfinished))
+        table.sections.append(TableSection(section, rows, notes))
+    return table
+
+
+def _row_keys(members: list[RunView], paper: list[dict]) -> list[tuple[str, float | None, str]]:
+    """Rows in the paper's order, then rows only we ran, then the worst case per budget."""
+    keys: list[tuple[str, float | None, str]] = [("clean", None, "accuracy")]
+    for p in paper:
+        key = (p["row"], p["param"], p["metric"])
+        if not any(_same_key(key, k) for k in keys):
+            keys.append(key)
+    for run in members:
+        if run.evaluation is None:
+            continue
+        for record in run.evaluation.records:
+            if record.name.startswith(DIAGNOSTIC_PREFIX):
+                continue
+            key = (record.name, record.eps, "accuracy")
+            if not any(k[0] == key[0] and _same_param(k[1], key[1]) for k in keys):
+                keys.append(key)
+    for norm, budgets in _worst_case_budgets(members).items():
+        label = WORST_CASE if norm == "linf" else f"{WORST_CASE} ({norm.upper()})"
+        keys += [(label, eps, "accuracy") for eps in budgets]
+    return keys
+
+
+def _worst_case_budgets(members: list[RunView]) -> dict[str, list[float]]:
+    budgets: dict[str, set[float]] = defaultdict(set)
+    for run in members:
+        if run.evaluation is None:
+            continue
+        for r in run.evaluation.records:
+            if r.norm is not None and r.eps is not None and not r.name.startswith(DIAGNOSTIC_PREFIX):
+                budgets[r.norm].add(round(float(r.eps), 6))
+    return {norm: sorted(values) for norm, values in sorted(budgets.items())}
+
+
+def our_value(evaluation: Evaluation | None, row: str, param: float | None, metric: str) -> float | None:
+    """Our number for a table row, computed from the per-sample records."""
+    if evaluation is None:
+        return None
+    if row == "clean":
+        value = 100 * evaluation.clean_accuracy
+        return 100 - value if metric == "error_rate" else value
+    if row.startswith(WORST_CASE):
+        norm = "linf" if row == WORST_CASE else row[len(WORST_CASE) + 2 : -1].lower()
+        return 100 * float(worst_case_robust(evaluation, norm, float(param)).mean())
+    record = next((r for r in evaluation.records if r.name == row and _same_param(r.eps, param)), None)
+    if record is None:
+        return None
+    if metric == "accuracy":
+        return 100 * evaluation.accuracy(record)
+    if metric == "error_rate":
+        return 100 - 100 * evaluation.accuracy(record)
+    fooled = evaluation.fooled(record)
+    if not fooled.any():
+        return None
+    distances = {"mean_l2": record.l2, "median_l2": record.l2, "mean_linf": record.linf}.get(metric)
+    if distances is None:
+        raise RobustlossError(f"unknown metric {metric!r}; valid: accuracy, error_rate, mean_l2, median_l2, mean_linf")
+    chosen = distances[fooled]
+    return float(np.median(chosen) if metric.startswith("median") else chosen.mean())
+
+
+def _cell(values: list[float], paper: float | None) -> Cell:
+    if not values:
+        return Cell(paper=paper)
+    mean = float(np.mean(values))
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return Cell(mean, std, len(values), paper)
+
+
+def _same_param(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+
+
+def _same_key(a: tuple, b: tuple) -> bool:
+    return a[0] == b[0] and _same_param(a[1], b[1]) and a[2] == b[2]
+
+
+def _run_label(run: RunView, columns_axis: str, sections_axis: str | None) -> str:
+    return ", ".join(f"{k}={v}" for k, v in run.labels.items()) or "run"
+
+
+# -- plots ------------------------------------------------------------------------------------
+def make_plots(table: ReportTable, runs: list[RunView], out: Path, stem: str, columns_axis: str,
+               sections_axis: str | None) -> list[tuple[Path, str]]:
+    from robustloss.report.plots import plot_accuracy_vs_eps, plot_clean_vs_robust, plot_training_curves
+
+    plots = []
+    for section in table.sections:
+        tag = f"-{_slug(section.name)}" if section.name else ""
+        where = f" ({section.name})" if section.name else ""
+        curves: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        points = []
+        clean = next((r for r in section.rows if r.row == "clean"), None)
+        for row in section.rows:
+            if row.param is None or row.metric != "accuracy" or row.row == "clean":
+                continue
+            for column, cell in row.cells.items():
+                if cell.mean is None:
+                    continue
+                name = WORST_CASE if row.row.startswith(WORST_CASE) else row.row
+                if row.row.startswith(WORST_CASE) and row.row != WORST_CASE:
+                    name = row.row
+                curves[column][name].append((row.param, cell.mean, cell.std))
+                if row.row.startswith(WORST_CASE) and clean is not None and clean.cells[column].mean is not None:
+                    points.append({"method": column, "clean": clean.cells[column].mean, "robust": cell.mean,
+                                   "label": f"{row.row} ε={row.param:g}"})
+        curves = {m: {a: v for a, v in attacks.items() if len(v) >= 1} for m, attacks in curves.items()}
+        if any(curves.values()):
+            path = plot_accuracy_vs_eps(curves, out / f"{stem}{tag}-accuracy-vs-eps.png",
+                                        title=f"Robust accuracy against ε{where}")
+            plots.append((path, f"Robust accuracy against ε per attack, with the per-sample worst case{where}."))
+        if points:
+            path = plot_clean_vs_robust(points, out / f"{stem}{tag}-clean-vs-robust.png",
+                                        title=f"Clean against worst-case robust accuracy{where}")
+            plots.append((path, f"Clean accuracy against worst-case robust accuracy{where}."))
+    histories = {}
+    for run in runs:
+        if run.metrics:
+            histories[_run_label(run, columns_axis, sections_axis)] = run.metrics
+    if histories:
+        path = plot_training_curves(histories, out / f"{stem}-training.png", title="Training curves")
+        plots.append((path, "Training loss and accuracy per epoch (phase changes marked)."))
+    return plots
+
+
+def _slug(text: str) -> str:
+    return "".join(c.lower() if c.isalnum() else "-" for c in text).strip("-")
+
+
+def _provenance(store: ResultsStore, runs: list[RunView], document: dict) -> str:
+    lines = [f"store: {store.path}", f"experiment file: {document.get('path')}", f"scale: {document.get('scale')}"]
+    if document.get("overrides"):
+        lines.append("overrides: " + " ".join(document["overrides"]))
+    for view in runs:
+        run = store.get_run(view.run_id)
+        lines.append(f"run {run.hash} [{run.status}] {run.name} · code {run.code_revision}")
+    return "\n".join(lines)
