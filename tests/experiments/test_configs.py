@@ -1,0 +1,56 @@
+"""Every shipped config validates at every scale, carries the paper's numbers, and its smoke preset runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from robustloss.experiments.runner import ExperimentRunner
+from robustloss.experiments.schema import SCALES, load_experiment, read_published
+from robustloss.report.experiment import build_report
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+PAPER_TABLES = {"pc_table1", "pc_table2", "pc_table3", "pc_table4", "pc_table5", "mmc_table1", "mmc_table2",
+                "mmc_table3", "mmc_table4", "mmc_table5", *(f"isce_table{i}" for i in range(1, 8))}
+
+
+def test_every_paper_table_has_a_config():
+    assert PAPER_TABLES <= {p.stem for p in CONFIGS}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_validates_at_every_scale_and_has_published_numbers(path):
+    for scale in SCALES:
+        experiment = load_experiment(path, scale)
+        assert experiment.cells, f"{path.name} {scale}: no cells"
+        for cell in experiment.cells:
+            assert cell.evaluate.attacks, f"{path.name} {scale} {cell.name}: no attacks"
+    experiment = load_experiment(path, "paper")
+    published = read_published(experiment.published_path())
+    assert published, f"{path.name}: no published numbers"
+    columns = experiment.file.report.columns
+    methods = {cell.labels.get(columns) for cell in experiment.cells}
+    # Every method we run that the paper reports must match the CSV's spelling.
+    assert methods & {row["method"] for row in published}, f"{path.name}: no published method matches {methods}"
+
+
+@pytest.fixture(scope="module")
+def smoke_runner(tmp_path_factory, mnist5k):
+    """One results folder for all smoke runs: configs that train the same model share it."""
+    runner = ExperimentRunner(tmp_path_factory.mktemp("smoke"), device="cpu", progress=False, log=lambda _: None)
+    runner._data["mnist-5k"] = mnist5k
+    yield runner
+    runner.store.close()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_smoke_preset_runs_and_reports(path, smoke_runner, tmp_path):
+    experiment = load_experiment(path, "smoke")
+    outcomes = smoke_runner.run(experiment)
+    failed = [f"{o.cell.name}: {o.error}" for o in outcomes if o.status == "failed"]
+    assert not failed, failed
+    files = build_report(smoke_runner.store, experiment.name, tmp_path, scale="smoke", log=lambda _: None)
+    assert files.html.exists() and files.table.sections
+    ours = [c.mean for s in files.table.sections for r in s.rows for c in r.cells.values() if c.mean is not None]
+    assert ours, "the report shows none of our numbers"
