@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from robustloss.errors import CheckpointError, NonFiniteLossError
 from robustloss.losses import LOSSES
 from robustloss.losses.base import Loss
 from robustloss.models.saved import load_model
-from robustloss.train import OptimizerConfig, Phase, TrainConfig, train
+from robustloss.train import AdversarialConfig, OptimizerConfig, Phase, TrainConfig, train
 
 QUIET = {"progress": False, "log": lambda _: None, "device": "cpu"}
 
@@ -68,6 +69,26 @@ def test_resume_after_interruption_matches_uninterrupted_run(small, tmp_path):
     resumed = train(config, tmp_path / "killed", data=small, resume=True, **QUIET)
     assert same_weights(weights(straight.model), weights(resumed.model))
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+
+
+def test_resume_with_adversarial_training_matches_uninterrupted_run(small, tmp_path):
+    """Per-example eps, random targets and random starts are all drawn from the checkpointed
+    generator, so killing and resuming an AT run changes nothing."""
+    adversarial = AdversarialConfig(method="pgd", eps=[0.0, 0.1], steps=2, targeted=True, ratio=0.5)
+    config = TrainConfig(recipe=[Phase("ce", 1), Phase("pc", 2)], seed=1, adversarial=adversarial)
+    straight = train(config, tmp_path / "straight", data=small, **QUIET)
+
+    def die_in_epoch_3(message):
+        if "epoch 3/3" in message:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "killed", data=small, progress=False, device="cpu", log=die_in_epoch_3)
+    assert safe_load(tmp_path / "killed" / "checkpoints" / "last.pt")["epoch"] == 2
+    resumed = train(config, tmp_path / "killed", data=small, resume=True, **QUIET)
+    assert same_weights(weights(straight.model), weights(resumed.model))
+    assert [r["adv_fraction"] for r in resumed.history] == [0.5, 0.5, 0.5]
+    clean = train(dataclasses.replace(config, adversarial=None), tmp_path / "clean", data=small, **QUIET)
+    assert not same_weights(weights(straight.model), weights(clean.model))  # AT did change training
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(small, tmp_path, monkeypatch):

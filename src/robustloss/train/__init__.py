@@ -1,6 +1,8 @@
-"""Training: configs, the epoch loop, recipes of (loss, epochs) phases, checkpoints and resume."""
+"""Training: configs, the epoch loop, recipes of (loss, epochs) phases, checkpoints and resume,
+optional adversarial training."""
 
-from robustloss.train.config import OptimizerConfig, Phase, TrainConfig, parse_recipe
+from robustloss.train.config import AdversarialConfig, OptimizerConfig, Phase, TrainConfig, parse_recipe
 from robustloss.train.trainer import TrainResult, is_complete, load_config, train
 
-__all__ = ["OptimizerConfig", "Phase", "TrainConfig", "TrainResult", "parse_recipe", "train", "is_complete", "load_config"]
+__all__ = ["AdversarialConfig", "OptimizerConfig", "Phase", "TrainConfig", "TrainResult", "parse_recipe", "train",
+           "is_complete", "load_config"]

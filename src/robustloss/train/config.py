@@ -1,9 +1,16 @@
 """What defines a training run. Defaults are the PC paper's (Experiments section):
 Adam, learning rate 0.01, batch size 256; the recipe is a list of (loss, epochs) phases.
+
+Optional adversarial training (``adversarial:``) follows the papers' setups: the PC paper
+(Table 5) mixes clean and adversarial examples 1:1 in every mini-batch, crafted by FGSM with
+eps ~ U[0.1, 0.3] on gray datasets and by 5-step PGD with eps ~ U[0, 0.1] on CIFAR-10; the
+MMC paper (Table 1) uses 10-step PGD at eps = 8/255, untargeted or with random targets.
+New fields default to None/off so that configs which do not set them hash as before.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,6 +45,84 @@ class OptimizerConfig:
 
 
 @dataclass
+class AdversarialConfig:
+    """How each training mini-batch is partly replaced by adversarial examples (L-inf)."""
+
+    method: Literal["fgsm", "pgd"] = "pgd"
+    # A number, or [lo, hi]: every example draws its own eps uniformly from [lo, hi].
+    eps: float | list[float] = 0.3
+    steps: int | None = None  # None: 1 for fgsm, 10 for pgd
+    step_size: float | None = None  # None: eps for fgsm, 2.5 * eps / steps for pgd (per example)
+    random_start: bool | None = None  # None: False for fgsm, True for pgd
+    ratio: float = 0.5  # fraction of each batch made adversarial: 0.5 = the papers' 1:1 mix, 1.0 = Madry
+    # "loss" (the phase's training loss, per sample) or an attack objective name ("ce", "cw",
+    # "adaptive", ...). A loss that is flat where it is satisfied (a hinge like PC's) gives no
+    # gradient there, and those examples stay clean; "ce" or "adaptive" seldom vanish like that.
+    objective: str = "loss"
+    targeted: bool = False  # random wrong-class targets; the attack descends toward them
+    phases: list[int] | None = None  # recipe phase indices trained adversarially; None = all
+
+    def __post_init__(self) -> None:
+        self.eps = self._checked_eps(self.eps)
+        if not (0 < self.ratio <= 1):
+            raise ConfigError(f"adversarial.ratio must be in (0, 1], got {self.ratio}")
+        if self.steps is not None:
+            if self.steps < 1:
+                raise ConfigError(f"adversarial.steps must be >= 1, got {self.steps}")
+            if self.method == "fgsm" and self.steps != 1:
+                raise ConfigError(f"adversarial.steps: fgsm takes exactly one step, got {self.steps}; "
+                                  f"use method: pgd for iterative attacks")
+        if self.step_size is not None and not (self.step_size > 0 and math.isfinite(self.step_size)):
+            raise ConfigError(f"adversarial.step_size must be a finite number > 0, got {self.step_size}")
+        if self.phases is not None and any(i < 0 for i in self.phases):
+            raise ConfigError(f"adversarial.phases: indices must be >= 0, got {self.phases}")
+        self._check_objective()
+
+    @staticmethod
+    def _checked_eps(eps: float | list[float]) -> float | list[float]:
+        bounds = list(eps) if isinstance(eps, (list, tuple)) else [eps]
+        if len(bounds) not in (1, 2):
+            raise ConfigError(f"adversarial.eps: expected a number or [lo, hi], got {eps!r}")
+        if any(isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b < 0
+               for b in bounds):
+            raise ConfigError(f"adversarial.eps: bounds must be finite numbers >= 0, got {eps!r}")
+        if len(bounds) == 2 and bounds[0] > bounds[1]:
+            raise ConfigError(f"adversarial.eps: range must be ordered [lo, hi] with lo <= hi, got {eps!r}")
+        # Normalised to floats so the same budget always serialises (and hashes) the same way.
+        return [float(b) for b in bounds] if isinstance(eps, (list, tuple)) else float(eps)
+
+    def _check_objective(self) -> None:
+        if self.objective == "loss":
+            return
+        from robustloss.attacks.objectives import check_objective_name
+
+        try:
+            check_objective_name(self.objective)
+        except KeyError as err:
+            raise ConfigError(f"adversarial.objective: {err}; also accepted: 'adaptive', or 'loss' "
+                              f"for the phase's training loss") from None
+
+    @property
+    def eps_range(self) -> tuple[float, float]:
+        if isinstance(self.eps, list):
+            return self.eps[0], self.eps[1]
+        return self.eps, self.eps
+
+    @property
+    def resolved_steps(self) -> int:
+        if self.steps is not None:
+            return self.steps
+        return 1 if self.method == "fgsm" else 10
+
+    @property
+    def resolved_random_start(self) -> bool:
+        return self.method == "pgd" if self.random_start is None else self.random_start
+
+    def applies_to(self, phase_index: int) -> bool:
+        return self.phases is None or phase_index in self.phases
+
+
+@dataclass
 class TrainConfig:
     dataset: str = "mnist-5k"
     model: str = "lenet5"
@@ -47,12 +132,21 @@ class TrainConfig:
     batch_size: int = 256
     augment: Literal["auto", "none", "crop", "crop-flip"] = "auto"  # auto: crop+flip for colour datasets only
     seed: int = 0
+    # Train on a class-stratified subset of this many training samples (CI-sized smoke runs).
+    max_train_samples: int | None = None
+    adversarial: AdversarialConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.recipe:
             raise ConfigError("recipe: needs at least one phase, e.g. [{loss: ce, epochs: 10}]")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ConfigError(f"max_train_samples must be >= 1 (or null for all), got {self.max_train_samples}")
+        phases = self.adversarial.phases if self.adversarial is not None else None
+        if phases is not None and any(i >= len(self.recipe) for i in phases):
+            raise ConfigError(f"adversarial.phases: {phases} names a phase past the recipe's "
+                              f"{len(self.recipe)} phases (indices start at 0)")
 
     @property
     def total_epochs(self) -> int:

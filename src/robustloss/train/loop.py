@@ -1,4 +1,5 @@
-"""One epoch of training: shuffle with the run's generator, augment, step, watch for NaN."""
+"""One epoch of training: shuffle with the run's generator, augment, optionally replace part of
+the batch by adversarial examples, step, watch for NaN."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from robustloss.errors import NonFiniteLossError
 from robustloss.losses.base import Loss
 from robustloss.models.classifier import Classifier
 
+# (x, y, generator) -> (batch to train on, how many of its examples are adversarial);
+# ``robustloss.train.adversarial.AdversarialTraining`` is the implementation.
+AdversarialHook = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, int]]
+
 
 def train_one_epoch(
     model: Classifier,
@@ -26,16 +31,22 @@ def train_one_epoch(
     device: torch.device,
     desc: str = "",
     progress: bool = True,
+    adversarial: AdversarialHook | None = None,
 ) -> dict[str, float]:
+    """Train for one epoch; returns mean train_loss and train_acc over the batches as trained
+    (with ``adversarial``, over the mixed clean/adversarial batches, plus ``adv_fraction``)."""
     model.train()
     order = torch.randperm(len(split), generator=generator)
-    total_loss, total_correct, seen = 0.0, 0, 0
+    total_loss, total_correct, seen, adversarial_seen = 0.0, 0, 0, 0
     bar = tqdm(range(0, len(split), batch_size), desc=desc, leave=False, disable=not progress, unit="batch")
     for step, start in enumerate(bar):
         x, y = split.batch(order[start : start + batch_size])
         if augment is not None:
             x = augment(x, generator)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if adversarial is not None:  # after augmentation: the attack sees the images actually trained on
+            x, n_adversarial = adversarial(x, y, generator)
+            adversarial_seen += n_adversarial
 
         logits, features = model.forward_with_features(x)
         loss = loss_fn(logits, y, features)
@@ -50,7 +61,10 @@ def train_one_epoch(
         total_correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{100 * total_correct / seen:.1f}%")
-    return {"train_loss": total_loss / seen, "train_acc": total_correct / seen}
+    stats = {"train_loss": total_loss / seen, "train_acc": total_correct / seen}
+    if adversarial is not None:
+        stats["adv_fraction"] = adversarial_seen / seen
+    return stats
 
 
 @torch.no_grad()

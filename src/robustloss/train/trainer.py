@@ -9,8 +9,13 @@ A run directory holds::
 
 ``resume=True`` restores weights, optimizer, both RNG states and the metrics history from
 ``last.pt`` and continues with the next epoch, so a killed run ends with exactly the
-weights an uninterrupted run would have. A NaN/inf loss raises ``NonFiniteLossError``
+weights an uninterrupted run would have (adversarial training included: it draws all its
+randomness from the checkpointed generator). A NaN/inf loss raises ``NonFiniteLossError``
 before anything is written, so ``last.pt`` stays the last good state.
+
+``on_epoch(row, checkpoint_path)`` is called after each epoch's checkpoint is written (the
+experiment runner records metrics and the checkpoint's hash from it); ``tensorboard=DIR``
+also writes each epoch's scalars there when the optional ``tensorboard`` package is installed.
 """
 
 from __future__ import annotations
@@ -24,18 +29,21 @@ from typing import Callable, Iterable
 
 import torch
 import yaml
+from torch import Tensor
 
 from robustloss.checkpoint import atomic_save, safe_load
 from robustloss.config import from_dict, to_dict
 from robustloss.data import Dataset, load_dataset
 from robustloss.device import resolve_device
-from robustloss.errors import CheckpointError, NonFiniteLossError
+from robustloss.errors import CheckpointError, ConfigError, NonFiniteLossError
 from robustloss.losses import Loss, create_loss
 from robustloss.models.classifier import Classifier
 from robustloss.models.saved import HeadSpec, ModelSpec, save_model
+from robustloss.train.adversarial import AdversarialTraining
 from robustloss.train.augment import augmentation_for
 from robustloss.train.config import OptimizerConfig, TrainConfig
-from robustloss.train.loop import predict, train_one_epoch
+from robustloss.train.loop import AdversarialHook, predict, train_one_epoch
+from robustloss.train.tensorboard import open_scalar_writer
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
 MODEL_FILE = "model.pt"
@@ -72,6 +80,44 @@ def learning_rate_at(cfg: OptimizerConfig, epoch: int) -> float:
     return cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
 
 
+def stratified_indices(labels: Tensor, n: int) -> Tensor:
+    """Indices (ascending) of ``n`` samples keeping the class proportions of ``labels``.
+
+    Each class gets floor(n * share) samples and the few left over go to the classes with the
+    largest remainders (largest-remainder apportionment; the stable sort breaks ties toward
+    the lower class), in integer arithmetic so float rounding never changes the choice.
+    Within a class the first samples in dataset order are taken: the subset is deterministic
+    and needs no random draw, so it leaves the run's generator untouched.
+    """
+    total = len(labels)
+    if n >= total:
+        return torch.arange(total)
+    classes, counts = torch.unique(labels, return_counts=True)
+    quotas = [n * int(c) // total for c in counts]
+    remainders = [n * int(c) % total for c in counts]
+    for i in sorted(range(len(classes)), key=lambda i: -remainders[i])[: n - sum(quotas)]:
+        quotas[i] += 1
+    chosen = [torch.nonzero(labels == cls).flatten()[:quota] for cls, quota in zip(classes, quotas)]
+    return torch.cat(chosen).sort().values
+
+
+def _training_subset(config: TrainConfig, data: Dataset, log: Callable[[str], None]) -> Dataset:
+    if config.max_train_samples is None or config.max_train_samples >= len(data.train):
+        return data
+    index = stratified_indices(data.train.labels, config.max_train_samples)
+    log(f"training on a class-stratified subset of {len(index)} of {len(data.train)} samples (max_train_samples)")
+    return dataclasses.replace(data, train=data.train.subset(index))
+
+
+def _adversarial_hook(config: TrainConfig, phase_index: int, loss_fn: Loss, model: Classifier) -> AdversarialHook | None:
+    """The AT hook for this phase, or None. Rebuilt every epoch: it must follow the current
+    model (rebuilt on resume, head replaced by a new phase) and loss."""
+    at = config.adversarial
+    if at is None or not at.applies_to(phase_index):
+        return None
+    return AdversarialTraining(at, loss_fn, model)
+
+
 def train(
     config: TrainConfig,
     run_dir: str | Path,
@@ -82,12 +128,15 @@ def train(
     device: str | None = "auto",
     progress: bool = True,
     log: Callable[[str], None] = print,
+    on_epoch: Callable[[dict, Path], None] | None = None,
+    tensorboard: str | Path | None = None,
 ) -> TrainResult:
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     checkpoint_path = run_dir / LAST_CHECKPOINT
     _claim_run_dir(run_dir, config, resume)
     data = data if data is not None else load_dataset(config.dataset, data_dir)
+    data = _training_subset(config, data, log)
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -115,54 +164,62 @@ def train(
         log(f"resuming {run_dir} after epoch {start_epoch}/{config.total_epochs}")
 
     augment = augmentation_for(config.augment, data.spec.color)
-    for epoch in range(start_epoch, config.total_epochs):
-        phase_index, phase = config.phase_at(epoch)
-        if phase_index != current_phase:
-            current_phase = phase_index
-            loss_fn = create_loss(phase.loss, **phase.params).to(dev)
-            head = loss_fn.make_head(model.feature_dim, model.num_classes)
-            if head is not None:  # the loss shapes the classifier: the saved model carries this head
-                model.replace_head(head.to(dev))
-                spec = dataclasses.replace(spec, head=HeadSpec(phase.loss, dict(phase.params)))
-            spec = dataclasses.replace(spec, loss=phase.loss)
-            model.trained_with = phase.loss
-            loss_fn.bind(model)
-            trained = _trained_parameters(model, loss_fn)
-            if [id(p) for p in trained] != [id(p) for g in optimizer.param_groups for p in g["params"]]:
-                optimizer = build_optimizer(trained, config.optimizer)  # new head or loss parameters
-        lr = learning_rate_at(config.optimizer, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    with open_scalar_writer(tensorboard, log) as scalars:
+        for epoch in range(start_epoch, config.total_epochs):
+            phase_index, phase = config.phase_at(epoch)
+            if phase_index != current_phase:
+                current_phase = phase_index
+                loss_fn = create_loss(phase.loss, **phase.params).to(dev)
+                head = loss_fn.make_head(model.feature_dim, model.num_classes)
+                if head is not None:  # the loss shapes the classifier: the saved model carries this head
+                    model.replace_head(head.to(dev))
+                    spec = dataclasses.replace(spec, head=HeadSpec(phase.loss, dict(phase.params)))
+                spec = dataclasses.replace(spec, loss=phase.loss)
+                model.trained_with = phase.loss
+                loss_fn.bind(model)
+                trained = _trained_parameters(model, loss_fn)
+                if [id(p) for p in trained] != [id(p) for g in optimizer.param_groups for p in g["params"]]:
+                    optimizer = build_optimizer(trained, config.optimizer)  # new head or loss parameters
+            lr = learning_rate_at(config.optimizer, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
-        started = time.perf_counter()
-        desc = f"{run_dir.name} epoch {epoch + 1}/{config.total_epochs} [{phase.loss}]"
-        try:
-            assert loss_fn is not None
-            stats = train_one_epoch(
-                model, loss_fn, data.train, optimizer, batch_size=config.batch_size, generator=generator,
-                augment=augment, device=dev, desc=desc, progress=progress,
+            started = time.perf_counter()
+            desc = f"{run_dir.name} epoch {epoch + 1}/{config.total_epochs} [{phase.loss}]"
+            try:
+                assert loss_fn is not None
+                stats = train_one_epoch(
+                    model, loss_fn, data.train, optimizer, batch_size=config.batch_size, generator=generator,
+                    augment=augment, device=dev, desc=desc, progress=progress,
+                    adversarial=_adversarial_hook(config, phase_index, loss_fn, model),
+                )
+                if config.adversarial is not None:  # same metrics.csv columns in clean and AT phases
+                    stats.setdefault("adv_fraction", 0.0)
+            except NonFiniteLossError as err:
+                kept = checkpoint_path if checkpoint_path.exists() else "none (failed in the first epoch)"
+                raise NonFiniteLossError(
+                    f"{err}. Training stopped; the last good checkpoint is kept: {kept}. "
+                    f"Try a lower learning rate (optimizer.lr={config.optimizer.lr})."
+                ) from None
+            test_acc = float((predict(model, data.test, device=dev) == data.test.labels).float().mean())
+            row = {"epoch": epoch + 1, "phase": phase.loss, "lr": lr, **stats, "test_acc": test_acc,
+                   "seconds": time.perf_counter() - started}
+            history.append(row)
+            adv = f"  adversarial {100 * row['adv_fraction']:.0f}%" if row.get("adv_fraction") else ""
+            log(f"{desc}: loss {row['train_loss']:.4f}  train acc {100 * row['train_acc']:.1f}%  "
+                f"test acc {100 * test_acc:.1f}%{adv}  ({row['seconds']:.1f}s)")
+            atomic_save(
+                {"model_spec": to_dict(spec), "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "loss_state": loss_fn.state_dict(),
+                 "epoch": epoch + 1, "phase": {"index": phase_index, "loss": phase.loss}, "history": history,
+                 "config": to_dict(config),
+                 "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}},
+                checkpoint_path,
             )
-        except NonFiniteLossError as err:
-            kept = checkpoint_path if checkpoint_path.exists() else "none (failed in the first epoch)"
-            raise NonFiniteLossError(
-                f"{err}. Training stopped; the last good checkpoint is kept: {kept}. "
-                f"Try a lower learning rate (optimizer.lr={config.optimizer.lr})."
-            ) from None
-        test_acc = float((predict(model, data.test, device=dev) == data.test.labels).float().mean())
-        row = {"epoch": epoch + 1, "phase": phase.loss, "lr": lr, **stats, "test_acc": test_acc,
-               "seconds": time.perf_counter() - started}
-        history.append(row)
-        log(f"{desc}: loss {row['train_loss']:.4f}  train acc {100 * row['train_acc']:.1f}%  "
-            f"test acc {100 * test_acc:.1f}%  ({row['seconds']:.1f}s)")
-        atomic_save(
-            {"model_spec": to_dict(spec), "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "loss_state": loss_fn.state_dict(),
-             "epoch": epoch + 1, "phase": {"index": phase_index, "loss": phase.loss}, "history": history,
-             "config": to_dict(config),
-             "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}},
-            checkpoint_path,
-        )
-        _write_metrics(run_dir / "metrics.csv", history)
+            _write_metrics(run_dir / "metrics.csv", history)
+            scalars.write(row)
+            if on_epoch is not None:  # only now: the row and the checkpoint it describes are on disk
+                on_epoch(dict(row), checkpoint_path)
 
     optimizer.zero_grad(set_to_none=True)  # the returned model carries no stale gradients
     model.eval()
@@ -175,7 +232,16 @@ def is_complete(run_dir: str | Path, config: TrainConfig) -> bool:
     run_dir = Path(run_dir)
     if not (run_dir / MODEL_FILE).exists() or not (run_dir / "config.yaml").exists():
         return False
-    return yaml.safe_load((run_dir / "config.yaml").read_text()) == to_dict(config)
+    return _comparable(yaml.safe_load((run_dir / "config.yaml").read_text())) == to_dict(config)
+
+
+def _comparable(raw: object) -> object:
+    """A stored config.yaml as ``to_dict`` would write it today: fields added since the run was
+    written (e.g. ``adversarial``) take their defaults, so an older run still matches its config."""
+    try:
+        return to_dict(from_dict(TrainConfig, raw))
+    except ConfigError:
+        return raw  # not loadable as a TrainConfig: compared as is, and so reported as different
 
 
 def _claim_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
@@ -183,7 +249,7 @@ def _claim_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     config_path = run_dir / "config.yaml"
     wanted = to_dict(config)
     if config_path.exists():
-        existing = yaml.safe_load(config_path.read_text())
+        existing = _comparable(yaml.safe_load(config_path.read_text()))
         if not resume:
             raise CheckpointError(
                 f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
@@ -201,7 +267,10 @@ def _claim_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
 def _write_metrics(path: Path, history: list[dict]) -> None:
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        # Union of the rows' keys in first-seen order: a resumed run may add a column
+        # (e.g. adv_fraction) that rows written by an older version lack.
+        fieldnames = list(dict.fromkeys(key for row in history for key in row))
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
         writer.writeheader()
         writer.writerows(history)
     tmp.replace(path)
