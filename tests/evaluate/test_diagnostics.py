@@ -102,3 +102,15 @@ def test_8_mmc_attacked_with_plain_ce_warns(mnist5k, tmp_path):
     diag = status(result, 8)
     assert diag.status == "warn" and "CE is the weaker objective" in diag.detail
     assert result.find("diag-pgd-adaptive", 0.2).objective == "mmc"
+
+
+def test_probe_plan_ignores_l2_budgets():
+    # An L2 radius must not become the L-inf budget of the diagnostic probes.
+    from robustloss.evaluate.diagnostics import probe_plan
+    from robustloss.evaluate.plan import AttackSpec
+
+    probes = probe_plan([AttackSpec("pgd-l2", [1.5]), AttackSpec("pgd", [0.1, 0.2])])
+    budgets = {e for p in probes if p.label != "diag-pgd-huge" for e in p.eps}
+    assert budgets == {0.2}
+    only_l2 = probe_plan([AttackSpec("pgd-l2", [1.5])])
+    assert {e for p in only_l2 if p.label != "diag-pgd-huge" for e in p.eps} == {0.3}  # the default L-inf budget

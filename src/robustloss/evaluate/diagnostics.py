@@ -24,6 +24,7 @@ Tolerances: differences smaller than max(1 point, 2 binomial standard errors) ar
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -215,7 +216,9 @@ def _objectives(ev: Evaluation) -> Diagnostic:
 
 def probe_plan(plan: list[AttackSpec], *, huge_eps: float = 1.0, step_factor: int = 5) -> list[AttackSpec]:
     """Extra attacks that give every check its records, derived from an existing plan."""
-    linf_eps = sorted({e for s in plan for e in s.eps if e is not None and s.resolved()[0] in ITERATIVE | SINGLE_STEP})
+    # Only L-inf budgets: an L2 radius (pgd-l2) is on another scale and would make a meaningless probe.
+    linf_eps = sorted({e for s in plan for e in s.eps
+                       if e is not None and s.resolved()[0] in ITERATIVE | SINGLE_STEP and _norm_of(s, e) == "linf"})
     top = linf_eps[-1] if linf_eps else 0.3
     extra = [
         AttackSpec("pgd", [huge_eps], {"steps": 20, "step_size": huge_eps / 8, "objective": "adaptive"},
@@ -231,6 +234,12 @@ def probe_plan(plan: list[AttackSpec], *, huge_eps: float = 1.0, step_factor: in
     if not any(s.resolved()[0] == "fgsm" for s in plan):
         extra.append(AttackSpec("fgsm", [top], {"objective": "adaptive"}, label="diag-fgsm"))
     return extra
+
+
+def _norm_of(spec: AttackSpec, eps: float) -> str | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return spec.build(eps).norm
 
 
 @torch.no_grad()
