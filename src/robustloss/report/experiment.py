@@ -140,6 +140,7 @@ def make_table(runs: list[RunView], document: dict, columns_axis: str, sections_
         return f"{name} ({extras})" if extras else name
 
     columns = list(dict.fromkeys(column_of(r) for r in runs))
+    method_of = {column_of(r): r.labels.get(columns_axis, "ours") for r in runs}  # column -> published method
     sections = list(dict.fromkeys(r.labels.get(sections_axis, "") if sections_axis else "" for r in runs))
     title = " — ".join(filter(None, [file.get("title") or file.get("name"), f"scale {document.get('scale')}"]))
     table = ReportTable(title=title, columns=columns, notes=[ACCURACY_NOTE, *file.get("notes", [])])
@@ -153,7 +154,7 @@ def make_table(runs: list[RunView], document: dict, columns_axis: str, sections_
             for column in columns:
                 values = [v for r in members if column_of(r) == column
                           for v in [our_value(r.evaluation, row, param, metric)] if v is not None]
-                paper_value = next((p["value"] for p in paper if p["method"] == column.split(" (")[0]
+                paper_value = next((p["value"] for p in paper if p["method"] == method_of[column]
                                     and p["row"] == row and _same_param(p["param"], param)
                                     and p["metric"] == metric), None)
                 cells[column] = _cell(values, paper_value)
