@@ -432,6 +432,8 @@ def _locate(message: str, path: Path, lines: dict[str, int]) -> str:
     """Prefix ``FILE:LINE:`` when the message starts with a key path that is in the file."""
     match = re.match(r"^([\w.\[\]-]+):", message)
     key = match[1] if match else ""
+    if key and key not in lines and "unknown key" in message:
+        return f"{path}: {message}"  # the key is not in the file: it came from --set or a scale preset
     while key and key not in lines:
         key = key.rsplit(".", 1)[0] if "." in key else ""
     if key:
