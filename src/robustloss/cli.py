@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     from robustloss.experiments.commands import add_commands
 
     add_commands(sub)
+    from robustloss.analysis.commands import add_command as add_analyze
+
+    add_analyze(sub)
 
     train = sub.add_parser("train", help="train a model with a recipe of (loss, epochs) phases")
     train.add_argument("--config", help="YAML file with TrainConfig keys; flags below override it")

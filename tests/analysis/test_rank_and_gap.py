@@ -77,3 +77,21 @@ def test_rank_study_on_a_trained_lenet(trained_lenet, mnist5k):
     shares = study.percentages()
     assert sum(shares.values()) == pytest.approx(100.0)
     assert shares["2nd"] > shares["other"]  # most adversarial examples land in the runner-up class
+
+
+def test_analyze_commands_write_csv_and_png(cnn3_substitute, tmp_path):
+    import csv
+
+    from robustloss.cli import main
+
+    out = tmp_path / "analysis"
+    assert main(["analyze", "gap", str(cnn3_substitute), "--n-test", "200", "--out", str(out), "--device", "cpu"]) == 0
+    rows = list(csv.DictReader(open(out / "probability-gap.csv")))
+    assert len(rows) == 1 and rows[0]["n"] == "200" and -1 <= float(rows[0]["mean"]) <= 1
+    assert main(["analyze", "rank", str(cnn3_substitute), "--n-test", "60", "--eps-step", "0.05", "--eps-max", "0.2",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    ranks = list(csv.DictReader(open(out / "rank-fgsm.csv")))
+    assert [float(r["eps"]) for r in ranks] == [0.05, 0.1, 0.15, 0.2]
+    for png in ("probability-gap.png", "rank-fgsm.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
