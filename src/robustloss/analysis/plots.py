@@ -7,15 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from robustloss.analysis.rank import RANK_BINS, RankStudy
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from robustloss.report.plots import _pyplot, _save
 
 
 def plot_gap_distributions(gaps: dict[str, np.ndarray], path: str | Path, title: str = "Probability gap") -> Path:
@@ -32,11 +24,7 @@ def plot_gap_distributions(gaps: dict[str, np.ndarray], path: str | Path, title:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_rank_study(studies: dict[str, RankStudy], path: str | Path, title: str = "") -> Path:
@@ -59,8 +47,4 @@ def plot_rank_study(studies: dict[str, RankStudy], path: str | Path, title: str 
     line.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -31,7 +31,7 @@ from robustloss.data.spec import Dataset
 from robustloss.evaluate import evaluate
 from robustloss.evaluate.diagnostics import diagnose, gradient_probe, probe_plan
 from robustloss.evaluate.plan import AttackSpec
-from robustloss.experiments.schema import Experiment, RunCell, config_hash
+from robustloss.experiments.schema import Experiment, RunCell, config_hash, substitute_reference
 from robustloss.experiments.store import ResultsStore
 from robustloss.models.saved import load_model
 from robustloss.train import TrainConfig, is_complete, train
@@ -212,10 +212,10 @@ class ExperimentRunner:
 
 def _with_substitute(spec: AttackSpec, substitutes: dict[str, Path]) -> AttackSpec:
     """Replace ``substitute: "@NAME"`` by the trained substitute's folder."""
-    reference = spec.resolved()[1].get("substitute")
-    if isinstance(reference, str) and reference.startswith("@"):
-        return dataclasses.replace(spec, params={**spec.params, "substitute": str(substitutes[reference[1:]])})
-    return spec
+    name = substitute_reference(spec)
+    if name is None:
+        return spec
+    return dataclasses.replace(spec, params={**spec.params, "substitute": str(substitutes[name])})
 
 
 def sha256_file(path: Path) -> str:

@@ -330,6 +330,12 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def substitute_reference(spec: AttackSpec) -> str | None:
+    """NAME when the attack uses ``substitute: "@NAME"`` (a model from ``substitutes:``), else None."""
+    reference = spec.resolved()[1].get("substitute")
+    return reference[1:] if isinstance(reference, str) and reference.startswith("@") else None
+
+
 SUBSTITUTE_INHERITS = ("dataset", "max_train_samples", "batch_size", "augment", "seed")
 
 
@@ -337,12 +343,11 @@ def _substitutes(train: dict, substitutes: dict, evaluate: EvaluateConfig) -> di
     """The substitute models the cell's transfer attacks reference (``substitute: "@NAME"``)."""
     wanted = []
     for spec in evaluate.plan():
-        reference = spec.resolved()[1].get("substitute")
-        if isinstance(reference, str) and reference.startswith("@"):
-            name = reference[1:]
+        name = substitute_reference(spec)
+        if name is not None:
             if name not in substitutes:
                 have = ", ".join(substitutes) or "none defined"
-                raise ConfigError(f"evaluate.attacks: {spec.name} uses substitute {reference!r}; substitutes: {have}")
+                raise ConfigError(f"evaluate.attacks: {spec.name} uses substitute '@{name}'; substitutes: {have}")
             wanted.append(name)
     out = {}
     for name in dict.fromkeys(wanted):

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from robustloss.errors import RobustlossError
-from robustloss.evaluate.records import Evaluation, _same_eps
+from robustloss.evaluate.records import Evaluation
 from robustloss.evaluate.worst_case import worst_case_robust
 from robustloss.experiments.store import ResultsStore
 from robustloss.report.table import Cell, ReportTable, TableRow, TableSection
@@ -80,7 +80,7 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{experiment}-{scale}"
     markdown = to_markdown(table)
-    diag_blocks = [(_run_label(r, columns_axis, sections_axis), r.diagnostics) for r in runs if r.diagnostics]
+    diag_blocks = [(_run_label(r), r.diagnostics) for r in runs if r.diagnostics]
     if diag_blocks:
         markdown += "\n## Gradient-masking diagnostics\n"
         for label, rows in diag_blocks:
@@ -90,7 +90,7 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     csv_path = to_csv(table, out / f"{stem}.csv")
     tex_path = out / f"{stem}.tex"
     write_text_atomic(tex_path, to_latex(table))
-    plots = make_plots(table, runs, out, stem, columns_axis, sections_axis)
+    plots = make_plots(table, runs, out, stem)
 
     blocks: list[tuple[str, object]] = [("paragraph", file.get("paper", "")), ("table", table)]
     for path, caption in plots:
@@ -245,13 +245,12 @@ def _same_key(a: tuple, b: tuple) -> bool:
     return a[0] == b[0] and _same_param(a[1], b[1]) and a[2] == b[2]
 
 
-def _run_label(run: RunView, columns_axis: str, sections_axis: str | None) -> str:
+def _run_label(run: RunView) -> str:
     return ", ".join(f"{k}={v}" for k, v in run.labels.items()) or "run"
 
 
 # -- plots ------------------------------------------------------------------------------------
-def make_plots(table: ReportTable, runs: list[RunView], out: Path, stem: str, columns_axis: str,
-               sections_axis: str | None) -> list[tuple[Path, str]]:
+def make_plots(table: ReportTable, runs: list[RunView], out: Path, stem: str) -> list[tuple[Path, str]]:
     from robustloss.report.plots import plot_accuracy_vs_eps, plot_clean_vs_robust, plot_training_curves
 
     plots = []
@@ -267,14 +266,10 @@ def make_plots(table: ReportTable, runs: list[RunView], out: Path, stem: str, co
             for column, cell in row.cells.items():
                 if cell.mean is None:
                     continue
-                name = WORST_CASE if row.row.startswith(WORST_CASE) else row.row
-                if row.row.startswith(WORST_CASE) and row.row != WORST_CASE:
-                    name = row.row
-                curves[column][name].append((row.param, cell.mean, cell.std))
+                curves[column][row.row].append((row.param, cell.mean, cell.std))
                 if row.row.startswith(WORST_CASE) and clean is not None and clean.cells[column].mean is not None:
                     points.append({"method": column, "clean": clean.cells[column].mean, "robust": cell.mean,
                                    "label": f"{row.row} ε={row.param:g}"})
-        curves = {m: {a: v for a, v in attacks.items() if len(v) >= 1} for m, attacks in curves.items()}
         if any(curves.values()):
             path = plot_accuracy_vs_eps(curves, out / f"{stem}{tag}-accuracy-vs-eps.png",
                                         title=f"Robust accuracy against ε{where}")
@@ -286,7 +281,7 @@ def make_plots(table: ReportTable, runs: list[RunView], out: Path, stem: str, co
     histories = {}
     for run in runs:
         if run.metrics:
-            histories[_run_label(run, columns_axis, sections_axis)] = run.metrics
+            histories[_run_label(run)] = run.metrics
     if histories:
         path = plot_training_curves(histories, out / f"{stem}-training.png", title="Training curves")
         plots.append((path, "Training loss and accuracy per epoch (phase changes marked)."))
