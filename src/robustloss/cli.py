@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--milestones", help="comma-separated epochs where lr *= gamma")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--seed", type=int)
+    train.add_argument("--max-train-samples", type=int, help="train on a class-stratified subset of this size")
+    train.add_argument("--model-param", action="append", default=[], metavar="KEY=VALUE",
+                       help="model option, e.g. feature_dim=2 (repeatable)")
+    _add_adversarial_flags(train)
+    train.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
+                       help="set any TrainConfig value, e.g. adversarial.guard.drop=0.3 (repeatable; applied last)")
     train.add_argument("--out", required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_common(train)
@@ -113,6 +119,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_adversarial_flags(p: argparse.ArgumentParser) -> None:
+    at = p.add_argument_group(
+        "adversarial training",
+        "Each flag sets a key of the config's `adversarial:` block (see configs/README.md). Examples: "
+        "PC Table 5 gray: --adversarial fgsm --adv-eps 0.1,0.3; PC Table 5 CIFAR: --adversarial pgd --adv-steps 5 "
+        "--adv-eps 0,0.1; MMC Table 1: --adversarial pgd --adv-eps 0.0314 --adv-step-size 0.00784 --adv-ratio 1; "
+        "fast AT: --adversarial fgsm-rs --guard rollback; TRADES: --adversarial trades --trades-beta 6")
+    at.add_argument("--adversarial", choices=["fgsm", "fgsm-rs", "pgd", "trades"], help="AT method")
+    at.add_argument("--adv-eps", metavar="EPS|LO,HI", help="budget, or a range each example draws its eps from")
+    at.add_argument("--adv-steps", type=int, help="attack steps (pgd, trades; default 10)")
+    at.add_argument("--adv-step-size", type=float, help="step size (default: method's rule, per example)")
+    at.add_argument("--adv-random-start", action=argparse.BooleanOptionalAction, default=None,
+                    help="start from a random point of the ball (default: off for fgsm, on otherwise)")
+    at.add_argument("--adv-ratio", type=float, help="adversarial share of each batch (default 0.5 = 1:1; 1 = all)")
+    at.add_argument("--adv-objective", help="attack objective: loss (the phase's training loss; default), ce, adaptive, ...")
+    at.add_argument("--adv-targeted", action="store_true", help="random wrong-class targets")
+    at.add_argument("--adv-phases", metavar="I,J", help="recipe phase indices (from 0) trained adversarially; default all")
+    at.add_argument("--trades-beta", type=float, help="TRADES weight of the KL term (default 6)")
+    at.add_argument("--guard", choices=["stop", "rollback"],
+                    help="catastrophic-overfitting guard: held-out PGD after every epoch, stop or roll back on collapse")
+    at.add_argument("--guard-drop", type=float, help="accuracy drop that counts as a collapse (default 0.2)")
+    at.add_argument("--guard-held-out", type=int, help="training samples held out for the guard (default 512)")
+
+
+def _adversarial_from_flags(args: argparse.Namespace, raw: dict[str, Any]) -> None:
+    """Apply the --adv-* flags to ``raw["adversarial"]`` (created by --adversarial, or from --config)."""
+    flags = {
+        "method": args.adversarial, "steps": args.adv_steps, "step_size": args.adv_step_size,
+        "random_start": args.adv_random_start, "ratio": args.adv_ratio, "objective": args.adv_objective,
+        "targeted": True if args.adv_targeted else None, "beta": args.trades_beta,
+        "eps": _numbers("--adv-eps", args.adv_eps, float) if args.adv_eps else None,
+        "phases": _numbers("--adv-phases", args.adv_phases, int, keep_list=True) if args.adv_phases else None,
+    }
+    guard = {"action": args.guard, "drop": args.guard_drop, "held_out": args.guard_held_out}
+    if all(v is None for v in (*flags.values(), *guard.values())):
+        return
+    if args.adversarial is None and not isinstance(raw.get("adversarial"), dict):
+        raise ConfigError("the --adv-*, --trades-* and --guard* flags need --adversarial METHOD "
+                          "(or an `adversarial:` block in --config)")
+    block = raw.setdefault("adversarial", {})
+    block.update({k: v for k, v in flags.items() if v is not None})
+    if any(v is not None for v in guard.values()):
+        if args.guard is None and not isinstance(block.get("guard"), dict):
+            raise ConfigError("--guard-drop and --guard-held-out need --guard stop|rollback")
+        block.setdefault("guard", {}).update({k: v for k, v in guard.items() if v is not None})
+
+
+def _numbers(flag: str, text: str, kind: type, keep_list: bool = False) -> Any:
+    """'0.1,0.3' -> [0.1, 0.3]; '0.3' -> 0.3 (or [0.3] with keep_list)."""
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag}: expected comma-separated {kind.__name__} values, got {text!r}") from None
+    return values[0] if len(values) == 1 and not keep_list else values
+
+
 def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
     if data:
         p.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
@@ -135,9 +197,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     raw: dict[str, Any] = load_yaml(args.config) if args.config else {}
     if args.config:
         from_dict(TrainConfig, raw)  # report errors against the file before applying flags
-    for key in ("dataset", "model", "batch_size", "seed"):
+    for key in ("dataset", "model", "batch_size", "seed", "max_train_samples"):
         if getattr(args, key) is not None:
             raw[key] = getattr(args, key)
+    for item in args.model_param:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--model-param expects KEY=VALUE, e.g. feature_dim=2; got {item!r}")
+        raw.setdefault("model_params", {})[key.strip()] = yaml.safe_load(value)
+    _adversarial_from_flags(args, raw)
     optimizer = raw.setdefault("optimizer", {})
     if args.optimizer:
         optimizer["name"] = args.optimizer
@@ -153,6 +221,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not args.epochs:
             raise ConfigError("--loss needs --epochs")
         raw["recipe"] = [{"loss": args.loss, "epochs": args.epochs}]
+    _apply_overrides(raw, args.overrides)
     config = from_dict(TrainConfig, raw)
     _apply_loss_params(config, args.loss_param)
     _check_names(config)
@@ -163,6 +232,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"train acc {100 * last['train_acc']:.1f}%, test acc {100 * last['test_acc']:.1f}%")
     print(f"model written to {Path(args.out) / 'model.pt'}; attack it with: robustloss eval {args.out}")
     return 0
+
+
+def _apply_overrides(raw: dict[str, Any], assignments: list[str]) -> None:
+    from robustloss.experiments.overrides import parse_assignment, set_dotted
+
+    for item in assignments:
+        path, value = parse_assignment(item)
+        set_dotted(raw, path, value)
 
 
 def _apply_loss_params(config, assignments: list[str]) -> None:

@@ -51,7 +51,7 @@ def accuracy(model, x, y) -> float:
         ({"steps": 0}, r"adversarial.steps must be >= 1"),
         ({"method": "fgsm", "steps": 3}, r"adversarial.steps: fgsm takes exactly one step"),
         ({"step_size": 0}, r"adversarial.step_size must be a finite number > 0"),
-        ({"method": "bim"}, r"adversarial.method: expected one of 'fgsm', 'pgd'"),
+        ({"method": "bim"}, r"adversarial.method: expected one of 'fgsm', 'fgsm-rs', 'pgd', 'trades'"),
         ({"objective": "xent"}, r"adversarial.objective: unknown attack objective 'xent'"),
         ({"phases": [-1]}, r"adversarial.phases: indices must be >= 0"),
         ({"phases": [0, 2]}, r"adversarial.phases: \[0, 2\] names a phase past the recipe's 2 phases"),

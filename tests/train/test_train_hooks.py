@@ -14,7 +14,7 @@ from robustloss.data.spec import Dataset
 from robustloss.train import AdversarialConfig, Phase, TrainConfig, is_complete, train
 from robustloss.train import trainer as trainer_module
 from robustloss.train.tensorboard import ScalarWriter, open_scalar_writer
-from robustloss.train.trainer import stratified_indices
+from robustloss.data.stratified import stratified_indices
 
 QUIET = {"progress": False, "log": lambda _: None, "device": "cpu"}
 

@@ -1,4 +1,5 @@
-"""A seeded, stratified train/test split for the embedded datasets that ship without one.
+"""Class-stratified subsets: a seeded train/test split for the embedded datasets that ship
+without one, and a deterministic "first n, class proportions kept" subset for training.
 
 Method (kept simple so it can be re-implemented anywhere from this description):
 
@@ -16,6 +17,8 @@ The same seed gives the same split on every machine (numpy guarantees default_rn
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import Tensor
 
 
 def stratified_split(labels: np.ndarray, test_size: int | float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,3 +37,24 @@ def stratified_split(labels: np.ndarray, test_size: int | float, seed: int) -> t
     train = rng.permutation(np.concatenate(train_parts))
     test = rng.permutation(np.concatenate(test_parts))
     return train, test
+
+
+def stratified_indices(labels: Tensor, n: int) -> Tensor:
+    """Indices (ascending) of ``n`` samples keeping the class proportions of ``labels``.
+
+    Each class gets floor(n * share) samples and the few left over go to the classes with the
+    largest remainders (largest-remainder apportionment; the stable sort breaks ties toward
+    the lower class), in integer arithmetic so float rounding never changes the choice.
+    Within a class the first samples in dataset order are taken: the subset is deterministic
+    and needs no random draw, so it leaves the run's generator untouched.
+    """
+    total = len(labels)
+    if n >= total:
+        return torch.arange(total)
+    classes, counts = torch.unique(labels, return_counts=True)
+    quotas = [n * int(c) // total for c in counts]
+    remainders = [n * int(c) % total for c in counts]
+    for i in sorted(range(len(classes)), key=lambda i: -remainders[i])[: n - sum(quotas)]:
+        quotas[i] += 1
+    chosen = [torch.nonzero(labels == cls).flatten()[:quota] for cls, quota in zip(classes, quotas)]
+    return torch.cat(chosen).sort().values

@@ -9,6 +9,8 @@ has its own compact signed-gradient loop:
 * ``AdversarialTraining`` - the per-step hook the epoch loop calls: it makes the first
   ``round(ratio * n)`` examples of the (already shuffled) batch adversarial and leaves the
   rest clean, so ratio 0.5 is the papers' 1:1 mix and ratio 1.0 is Madry et al.'s AT.
+  FGSM, FGSM from a random start ("fast" AT) and PGD all go through it; TRADES, which
+  changes the loss rather than the batch, lives in ``robustloss.train.trades``.
 
 Every random draw (eps, targets, random starts) comes from the run's own generator, whose
 state the trainer checkpoints, so a resumed AT run is bit-identical to an uninterrupted one.
@@ -66,6 +68,7 @@ def perturb(
     random_start: bool,
     generator: torch.Generator,
     target: Tensor | None = None,
+    start: Tensor | None = None,
 ) -> Tensor:
     """Signed-gradient L-inf attack with a budget ``eps[i]`` and step ``step_size[i]`` per example.
 
@@ -74,7 +77,8 @@ def perturb(
     attack passes must not update BatchNorm running statistics (nor see dropout noise) - only
     the training step itself should; its previous mode is restored afterwards. Gradients are
     taken with ``torch.autograd.grad`` with respect to the input only, so no parameter ``.grad``
-    is accumulated. ``generator`` (a CPU generator) supplies the random start.
+    is accumulated. ``generator`` (a CPU generator) supplies the random start; ``start``, when
+    given, replaces it with a chosen starting point (projected into the ball first).
     """
     if eps.shape != (len(x),) or step_size.shape != (len(x),):
         raise ValueError(f"eps and step_size need one value per example ({len(x)}), "
@@ -84,7 +88,9 @@ def perturb(
     stride = _per_example(step_size, x)
     goal, direction = (y, 1.0) if target is None else (target, -1.0)
     x_adv = x.clone()
-    if random_start:
+    if start is not None:
+        x_adv = _project(start.detach(), x, radius)
+    elif random_start:
         noise = torch.rand(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
         x_adv = _project(x + (2 * noise - 1) * radius, x, radius)
     with _mode(model, training=False), torch.enable_grad():
@@ -152,6 +158,8 @@ class AdversarialTraining:
             return torch.full_like(eps, self.config.step_size)
         if self.config.method == "fgsm":
             return eps.clone()
+        if self.config.method == "fgsm-rs":
+            return 1.25 * eps  # Wong et al. 2020: from a random start, a step of eps alone often falls short
         return 2.5 * eps / self.config.resolved_steps  # Madry et al.'s rule: the ball is crossed 1.25 times
 
     def draw_targets(self, y: Tensor, generator: torch.Generator) -> Tensor:
@@ -159,6 +167,13 @@ class AdversarialTraining:
         k = self.model.num_classes
         shift = torch.randint(1, k, (len(y),), generator=generator).to(y.device)
         return (y + shift) % k
+
+    def step_loss(self, loss_fn: Loss, x: Tensor, y: Tensor, generator: torch.Generator
+                  ) -> tuple[Tensor, Tensor, int]:
+        """(loss to back-propagate, logits of the batch trained on, number of adversarial examples)."""
+        x, m = self(x, y, generator)
+        logits, features = self.model.forward_with_features(x)
+        return loss_fn(logits, y, features), logits, m
 
     def __call__(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, int]:
         """(mixed batch, number of adversarial examples in it); the adversarial ones come first."""

@@ -5,6 +5,8 @@ Optional adversarial training (``adversarial:``) follows the papers' setups: the
 (Table 5) mixes clean and adversarial examples 1:1 in every mini-batch, crafted by FGSM with
 eps ~ U[0.1, 0.3] on gray datasets and by 5-step PGD with eps ~ U[0, 0.1] on CIFAR-10; the
 MMC paper (Table 1) uses 10-step PGD at eps = 8/255, untargeted or with random targets.
+Beyond the papers: FGSM with a random start ("fast" AT, Wong et al. 2020) guarded against
+catastrophic overfitting (``guard:``), and TRADES (Zhang et al. 2019).
 New fields default to None/off so that configs which do not set them hash as before.
 """
 
@@ -45,10 +47,58 @@ class OptimizerConfig:
 
 
 @dataclass
-class AdversarialConfig:
-    """How each training mini-batch is partly replaced by adversarial examples (L-inf)."""
+class GuardConfig:
+    """Catastrophic-overfitting guard: after every epoch, PGD accuracy on a held-out batch.
 
-    method: Literal["fgsm", "pgd"] = "pgd"
+    Single-step AT can suddenly "overfit catastrophically" (Wong et al. 2020): FGSM accuracy
+    shoots up while PGD accuracy collapses to about zero within a few hundred steps. The guard
+    holds ``held_out`` training samples back (class-stratified, never trained on), attacks
+    them with ``steps``-step PGD after each epoch, and when the accuracy falls more than
+    ``drop`` (absolute) below the best epoch of the current phase it either stops, keeping
+    the best epoch's weights, or rolls back to them, scales the learning rate by
+    ``lr_factor`` and goes on (at most ``max_rollbacks`` times, then stops).
+    """
+
+    action: Literal["stop", "rollback"] = "stop"
+    held_out: int = 512
+    eps: float | None = None  # None: the top of adversarial.eps
+    steps: int = 10
+    step_size: float | None = None  # None: 2.5 * eps / steps
+    objective: str = "adaptive"
+    drop: float = 0.2
+    lr_factor: float = 0.5
+    max_rollbacks: int = 3
+
+    def __post_init__(self) -> None:
+        if self.held_out < 1:
+            raise ConfigError(f"adversarial.guard.held_out must be >= 1, got {self.held_out}")
+        if self.steps < 1:
+            raise ConfigError(f"adversarial.guard.steps must be >= 1, got {self.steps}")
+        if not (0 < self.drop <= 1):
+            raise ConfigError(f"adversarial.guard.drop must be in (0, 1] (an accuracy drop), got {self.drop}")
+        if not (0 < self.lr_factor <= 1):
+            raise ConfigError(f"adversarial.guard.lr_factor must be in (0, 1], got {self.lr_factor}")
+        if self.max_rollbacks < 0:
+            raise ConfigError(f"adversarial.guard.max_rollbacks must be >= 0, got {self.max_rollbacks}")
+        for key in ("eps", "step_size"):
+            value = getattr(self, key)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"adversarial.guard.{key} must be a finite number > 0, got {value}")
+        _check_objective_name(self.objective, "adversarial.guard.objective", allow_loss=False)
+
+
+ADVERSARIAL_METHODS = ("fgsm", "fgsm-rs", "pgd", "trades")
+
+
+@dataclass
+class AdversarialConfig:
+    """How each training mini-batch is partly replaced by adversarial examples (L-inf).
+
+    ``fgsm-rs`` is FGSM from a uniform random start with step 1.25 eps ("fast" AT); ``trades``
+    trains on the clean batch with loss + beta * KL(f(x) || f(x_adv)), x_adv maximising the KL.
+    """
+
+    method: Literal["fgsm", "fgsm-rs", "pgd", "trades"] = "pgd"
     # A number, or [lo, hi]: every example draws its own eps uniformly from [lo, hi].
     eps: float | list[float] = 0.3
     steps: int | None = None  # None: 1 for fgsm, 10 for pgd
@@ -61,16 +111,26 @@ class AdversarialConfig:
     objective: str = "loss"
     targeted: bool = False  # random wrong-class targets; the attack descends toward them
     phases: list[int] | None = None  # recipe phase indices trained adversarially; None = all
+    beta: float | None = None  # trades only: weight of the KL term (None: 6.0, Zhang et al.'s CIFAR-10 value)
+    guard: GuardConfig | None = None  # catastrophic-overfitting guard (any method; meant for fgsm-rs)
 
     def __post_init__(self) -> None:
         self.eps = self._checked_eps(self.eps)
+        if self.method == "trades":
+            if self.ratio != 0.5 or self.objective != "loss" or self.targeted:
+                raise ConfigError("adversarial: trades attacks every example with its own KL objective; "
+                                  "ratio, objective and targeted do not apply to it")
+            if self.beta is not None and not (self.beta >= 0 and math.isfinite(self.beta)):
+                raise ConfigError(f"adversarial.beta must be a finite number >= 0, got {self.beta}")
+        elif self.beta is not None:
+            raise ConfigError(f"adversarial.beta: only method trades takes beta (method is {self.method!r})")
         if not (0 < self.ratio <= 1):
             raise ConfigError(f"adversarial.ratio must be in (0, 1], got {self.ratio}")
         if self.steps is not None:
             if self.steps < 1:
                 raise ConfigError(f"adversarial.steps must be >= 1, got {self.steps}")
-            if self.method == "fgsm" and self.steps != 1:
-                raise ConfigError(f"adversarial.steps: fgsm takes exactly one step, got {self.steps}; "
+            if self.method in ("fgsm", "fgsm-rs") and self.steps != 1:
+                raise ConfigError(f"adversarial.steps: {self.method} takes exactly one step, got {self.steps}; "
                                   f"use method: pgd for iterative attacks")
         if self.step_size is not None and not (self.step_size > 0 and math.isfinite(self.step_size)):
             raise ConfigError(f"adversarial.step_size must be a finite number > 0, got {self.step_size}")
@@ -92,15 +152,7 @@ class AdversarialConfig:
         return [float(b) for b in bounds] if isinstance(eps, (list, tuple)) else float(eps)
 
     def _check_objective(self) -> None:
-        if self.objective == "loss":
-            return
-        from robustloss.attacks.objectives import check_objective_name
-
-        try:
-            check_objective_name(self.objective)
-        except KeyError as err:
-            raise ConfigError(f"adversarial.objective: {err}; also accepted: 'adaptive', or 'loss' "
-                              f"for the phase's training loss") from None
+        _check_objective_name(self.objective, "adversarial.objective", allow_loss=True)
 
     @property
     def eps_range(self) -> tuple[float, float]:
@@ -112,14 +164,30 @@ class AdversarialConfig:
     def resolved_steps(self) -> int:
         if self.steps is not None:
             return self.steps
-        return 1 if self.method == "fgsm" else 10
+        return 1 if self.method in ("fgsm", "fgsm-rs") else 10
 
     @property
     def resolved_random_start(self) -> bool:
-        return self.method == "pgd" if self.random_start is None else self.random_start
+        return self.method != "fgsm" if self.random_start is None else self.random_start
+
+    @property
+    def resolved_beta(self) -> float:
+        return 6.0 if self.beta is None else self.beta
 
     def applies_to(self, phase_index: int) -> bool:
         return self.phases is None or phase_index in self.phases
+
+
+def _check_objective_name(name: str, key: str, allow_loss: bool) -> None:
+    if allow_loss and name == "loss":
+        return
+    from robustloss.attacks.objectives import check_objective_name
+
+    try:
+        check_objective_name(name)
+    except KeyError as err:
+        also = "'adaptive', or 'loss' for the phase's training loss" if allow_loss else "'adaptive'"
+        raise ConfigError(f"{key}: {err}; also accepted: {also}") from None
 
 
 @dataclass

@@ -3,7 +3,7 @@ the batch by adversarial examples, step, watch for NaN."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor
@@ -14,9 +14,15 @@ from robustloss.errors import NonFiniteLossError
 from robustloss.losses.base import Loss
 from robustloss.models.classifier import Classifier
 
-# (x, y, generator) -> (batch to train on, how many of its examples are adversarial);
-# ``robustloss.train.adversarial.AdversarialTraining`` is the implementation.
-AdversarialHook = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, int]]
+
+
+class AdversarialHook(Protocol):
+    """One adversarial training step's loss. Implementations: ``AdversarialTraining`` (mixes
+    adversarial examples into the batch) and ``TradesTraining`` (adds a KL term)."""
+
+    def step_loss(self, loss_fn: Loss, x: Tensor, y: Tensor, generator: torch.Generator
+                  ) -> tuple[Tensor, Tensor, int]:
+        """(loss, logits of the examples trained on, how many of them are adversarial)"""
 
 
 def train_one_epoch(
@@ -45,11 +51,11 @@ def train_one_epoch(
             x = augment(x, generator)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if adversarial is not None:  # after augmentation: the attack sees the images actually trained on
-            x, n_adversarial = adversarial(x, y, generator)
+            loss, logits, n_adversarial = adversarial.step_loss(loss_fn, x, y, generator)
             adversarial_seen += n_adversarial
-
-        logits, features = model.forward_with_features(x)
-        loss = loss_fn(logits, y, features)
+        else:
+            logits, features = model.forward_with_features(x)
+            loss = loss_fn(logits, y, features)
         value = loss.item()
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"{desc}: loss became {value} at step {step} of the epoch")

@@ -34,12 +34,15 @@ from torch import Tensor
 from robustloss.checkpoint import atomic_save, safe_load
 from robustloss.config import from_dict, to_dict
 from robustloss.data import Dataset, load_dataset
+from robustloss.data.stratified import stratified_indices
 from robustloss.device import resolve_device
 from robustloss.errors import CheckpointError, ConfigError, NonFiniteLossError
 from robustloss.losses import Loss, create_loss
 from robustloss.models.classifier import Classifier
 from robustloss.models.saved import HeadSpec, ModelSpec, save_model
 from robustloss.train.adversarial import AdversarialTraining
+from robustloss.train.overfitting_guard import OverfittingGuard, split_held_out
+from robustloss.train.trades import TradesTraining
 from robustloss.train.augment import augmentation_for
 from robustloss.train.config import OptimizerConfig, TrainConfig
 from robustloss.train.loop import AdversarialHook, predict, train_one_epoch
@@ -80,27 +83,6 @@ def learning_rate_at(cfg: OptimizerConfig, epoch: int) -> float:
     return cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
 
 
-def stratified_indices(labels: Tensor, n: int) -> Tensor:
-    """Indices (ascending) of ``n`` samples keeping the class proportions of ``labels``.
-
-    Each class gets floor(n * share) samples and the few left over go to the classes with the
-    largest remainders (largest-remainder apportionment; the stable sort breaks ties toward
-    the lower class), in integer arithmetic so float rounding never changes the choice.
-    Within a class the first samples in dataset order are taken: the subset is deterministic
-    and needs no random draw, so it leaves the run's generator untouched.
-    """
-    total = len(labels)
-    if n >= total:
-        return torch.arange(total)
-    classes, counts = torch.unique(labels, return_counts=True)
-    quotas = [n * int(c) // total for c in counts]
-    remainders = [n * int(c) % total for c in counts]
-    for i in sorted(range(len(classes)), key=lambda i: -remainders[i])[: n - sum(quotas)]:
-        quotas[i] += 1
-    chosen = [torch.nonzero(labels == cls).flatten()[:quota] for cls, quota in zip(classes, quotas)]
-    return torch.cat(chosen).sort().values
-
-
 def _training_subset(config: TrainConfig, data: Dataset, log: Callable[[str], None]) -> Dataset:
     if config.max_train_samples is None or config.max_train_samples >= len(data.train):
         return data
@@ -115,7 +97,23 @@ def _adversarial_hook(config: TrainConfig, phase_index: int, loss_fn: Loss, mode
     at = config.adversarial
     if at is None or not at.applies_to(phase_index):
         return None
+    if at.method == "trades":
+        return TradesTraining(at, loss_fn, model)
     return AdversarialTraining(at, loss_fn, model)
+
+
+def _overfitting_guard(config: TrainConfig, data: Dataset, run_dir: Path, log: Callable[[str], None]
+                       ) -> tuple[Dataset, OverfittingGuard | None]:
+    """(training data, guard): with a guard, its held-out samples leave the training set."""
+    at = config.adversarial
+    if at is None or at.guard is None:
+        return data, None
+    try:
+        data, held_out = split_held_out(data, at.guard.held_out)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    log(f"catastrophic-overfitting guard: {len(held_out)} training samples held out for PGD checks")
+    return data, OverfittingGuard(at.guard, at, held_out, run_dir, seed=config.seed)
 
 
 def train(
@@ -137,6 +135,7 @@ def train(
     _claim_run_dir(run_dir, config, resume)
     data = data if data is not None else load_dataset(config.dataset, data_dir)
     data = _training_subset(config, data, log)
+    data, guard = _overfitting_guard(config, data, run_dir, log)
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -161,11 +160,15 @@ def train(
         generator.set_state(state["rng"]["generator"])
         torch.set_rng_state(state["rng"]["torch"])
         history, start_epoch = state["history"], state["epoch"]
+        if guard is not None:
+            guard.load_state_dict(state["guard"])
         log(f"resuming {run_dir} after epoch {start_epoch}/{config.total_epochs}")
 
     augment = augmentation_for(config.augment, data.spec.color)
     with open_scalar_writer(tensorboard, log) as scalars:
         for epoch in range(start_epoch, config.total_epochs):
+            if guard is not None and guard.state.stopped:
+                break
             phase_index, phase = config.phase_at(epoch)
             if phase_index != current_phase:
                 current_phase = phase_index
@@ -180,7 +183,7 @@ def train(
                 trained = _trained_parameters(model, loss_fn)
                 if [id(p) for p in trained] != [id(p) for g in optimizer.param_groups for p in g["params"]]:
                     optimizer = build_optimizer(trained, config.optimizer)  # new head or loss parameters
-            lr = learning_rate_at(config.optimizer, epoch)
+            lr = learning_rate_at(config.optimizer, epoch) * (guard.state.lr_scale if guard is not None else 1.0)
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
@@ -202,18 +205,22 @@ def train(
                     f"Try a lower learning rate (optimizer.lr={config.optimizer.lr})."
                 ) from None
             test_acc = float((predict(model, data.test, device=dev) == data.test.labels).float().mean())
-            row = {"epoch": epoch + 1, "phase": phase.loss, "lr": lr, **stats, "test_acc": test_acc,
-                   "seconds": time.perf_counter() - started}
+            row = {"epoch": epoch + 1, "phase": phase.loss, "lr": lr, **stats, "test_acc": test_acc}
+            if guard is not None:  # before the checkpoint: a rollback's restored state is what gets saved
+                row |= _guard_check(guard, epoch, phase_index, config, model, optimizer, loss_fn, log)
+            row["seconds"] = time.perf_counter() - started
             history.append(row)
             adv = f"  adversarial {100 * row['adv_fraction']:.0f}%" if row.get("adv_fraction") else ""
+            held = f"  held-out PGD {100 * row['guard_pgd_acc']:.1f}%" if row.get("guard_pgd_acc", -1) >= 0 else ""
             log(f"{desc}: loss {row['train_loss']:.4f}  train acc {100 * row['train_acc']:.1f}%  "
-                f"test acc {100 * test_acc:.1f}%{adv}  ({row['seconds']:.1f}s)")
+                f"test acc {100 * test_acc:.1f}%{adv}{held}  ({row['seconds']:.1f}s)")
             atomic_save(
                 {"model_spec": to_dict(spec), "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "loss_state": loss_fn.state_dict(),
                  "epoch": epoch + 1, "phase": {"index": phase_index, "loss": phase.loss}, "history": history,
                  "config": to_dict(config),
-                 "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}},
+                 "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
+                 "guard": guard.state_dict() if guard is not None else None},
                 checkpoint_path,
             )
             _write_metrics(run_dir / "metrics.csv", history)
@@ -225,6 +232,18 @@ def train(
     model.eval()
     save_model(run_dir / MODEL_FILE, model, spec, config=to_dict(config), history=history)
     return TrainResult(model=model, spec=spec, history=history, run_dir=run_dir)
+
+
+def _guard_check(guard: OverfittingGuard, epoch: int, phase_index: int, config: TrainConfig, model: Classifier,
+                 optimizer: torch.optim.Optimizer, loss_fn: Loss, log: Callable[[str], None]) -> dict:
+    """The guard's metrics columns for this epoch (the same columns in every row, -1/"" when idle)."""
+    assert config.adversarial is not None
+    if not config.adversarial.applies_to(phase_index):  # clean phases are not expected to be robust
+        return {"guard_pgd_acc": -1.0, "guard_event": ""}
+    decision = guard.after_epoch(epoch + 1, phase_index, model, optimizer, loss_fn)
+    if decision.event in ("rollback", "stop"):
+        log(guard.message(decision))
+    return {"guard_pgd_acc": decision.accuracy, "guard_event": decision.event}
 
 
 def is_complete(run_dir: str | Path, config: TrainConfig) -> bool:
