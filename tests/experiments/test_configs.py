@@ -27,6 +27,10 @@ def test_config_validates_at_every_scale_and_has_published_numbers(path):
         for cell in experiment.cells:
             assert cell.evaluate.attacks, f"{path.name} {scale} {cell.name}: no attacks"
     experiment = load_experiment(path, "paper")
+    if experiment.file.sweep is not None:
+        return  # a sweep (a paper's figure, or a table as a curve) is plotted, not compared cell by cell
+    if path.stem not in PAPER_TABLES and experiment.file.published is None:
+        return  # our own comparison (e.g. at_recipes): no paper numbers to carry
     published = read_published(experiment.published_path())
     assert published, f"{path.name}: no published numbers"
     columns = experiment.file.report.columns

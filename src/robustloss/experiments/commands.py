@@ -1,11 +1,15 @@
-"""The experiment commands of the CLI: run, ls, show, export, report."""
+"""The experiment commands of the CLI: run, sweep, ls, show, export, report."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from robustloss.errors import RobustlossError
+from robustloss.errors import ConfigError, RobustlossError
 
 DEFAULT_ROOT = "runs"
 
@@ -24,6 +28,32 @@ def add_commands(sub) -> None:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.set_defaults(handler=cmd_run)
+
+    sweep = sub.add_parser(
+        "sweep", help="run an experiment over numeric values of one or two keys and plot the metric against them",
+        description="Add (or replace) grid axes with --over, run the grid as `robustloss run` does (models are "
+                    "trained once per training config and shared), then build the report with the sweep's CSV "
+                    "and plots: a line plot for one axis, a heatmap and a 3-D surface for two.")
+    sweep.add_argument("config", help="experiment YAML, e.g. configs/isce_fig3.yaml")
+    sweep.add_argument("--over", action="append", default=[], metavar="KEY=VALUES",
+                       help="a grid axis: KEY=V1,V2,... or KEY=LO:HI:N (evenly spaced) or KEY=LO:HI:N:log "
+                            "(geometric, log-scale plot); e.g. --over vars.s=1:2:5, "
+                            "--over evaluate.overrides.spsa.samples=32:8192:9:log (repeatable; without a "
+                            "sweep: block in the file the first is the plot's x, the second its y)")
+    sweep.add_argument("--scale", choices=["smoke", "demo", "paper"], help="preset from the file's scales: block")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
+                       help="override any value, as for `robustloss run` (repeatable)")
+    sweep.add_argument("--metric", help="the plotted metric (default: the file's sweep.metric, else accuracy): "
+                                        "accuracy, error_rate, mean_l2, median_l2, mean_linf")
+    sweep.add_argument("--name", help="experiment name in the store (default: the file's; with a new axis, "
+                                      "NAME-sweep-AXES so the file's own results stay apart)")
+    sweep.add_argument("--out", help="report folder (default: ROOT/reports)")
+    sweep.add_argument("--dry-run", action="store_true", help="validate and list the cells without running them")
+    _add_root(sweep)
+    sweep.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
+    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sweep.set_defaults(handler=cmd_sweep)
 
     ls = sub.add_parser("ls", help="list the runs in the results store with their status")
     ls.add_argument("--experiment", help="only this experiment's runs")
@@ -95,6 +125,163 @@ def cmd_run(args: argparse.Namespace) -> int:
         files = build_report(store, experiment.name, root / "reports", scale=experiment.scale, log=lambda _: None)
         print(files.markdown.read_text())
         print(f"Report: {files.html}")
+    return 1 if failed else 0
+
+
+# -- sweep ----------------------------------------------------------------------------------------
+@dataclass
+class SweepAxis:
+    """One --over: a key and the values it takes."""
+
+    key: str
+    values: list[int | float]
+    log: bool = False  # written as LO:HI:N:log, so the plot's axis is logarithmic
+
+    def assignment(self) -> str:
+        """The --set that makes it a key axis of the grid."""
+        return f"grid.{self.key}={json.dumps(self.values)}"
+
+
+OVER_FORMS = "KEY=V1,V2,... or KEY=LO:HI:N or KEY=LO:HI:N:log"
+
+
+def parse_over(text: str) -> SweepAxis:
+    """``vars.s=1,1.5,2``, ``vars.s=1:2:5`` (evenly spaced) or ``...samples=32:8192:9:log`` (geometric).
+
+    Integers stay integers (an attack's ``samples`` must be one); a list with any float is all floats,
+    so ``1,1.5`` and ``1.0,1.5`` give the same runs.
+    """
+    from robustloss.experiments.overrides import split_path
+    from robustloss.experiments.schema import CELL_SECTIONS
+
+    key, sep, spec = (part.strip() for part in text.partition("="))
+    if not sep or not key or not spec:
+        raise ConfigError(f"--over {text!r}: expected {OVER_FORMS}, e.g. vars.s=1:2:5")
+    if split_path(key)[0] not in CELL_SECTIONS:
+        raise ConfigError(f"--over {key}: a swept key starts with {', '.join(s + '.' for s in CELL_SECTIONS)} "
+                          f"(e.g. vars.s, train.optimizer.lr, evaluate.overrides.spsa.samples)")
+    if ":" in spec:
+        axis = SweepAxis(key, *_spaced(key, spec))
+    else:
+        numbers = [_number(key, part) for part in spec.split(",")]
+        if any(isinstance(v, float) for v in numbers):
+            numbers = [float(v) for v in numbers]
+        axis = SweepAxis(key, numbers)
+    repeated = sorted({v for v in axis.values if axis.values.count(v) > 1})
+    if repeated:
+        raise ConfigError(f"--over {key}: value {repeated[0]:g} is given twice")
+    return axis
+
+
+def _spaced(key: str, spec: str) -> tuple[list[int | float], bool]:
+    parts = spec.split(":")
+    log = parts[-1].strip().lower() == "log"
+    if log:
+        parts = parts[:-1]
+    if len(parts) != 3:
+        raise ConfigError(f"--over {key}={spec}: expected LO:HI:N or LO:HI:N:log (e.g. 1:2:5 or 32:8192:9:log)")
+    lo, hi, n = (_number(key, p) for p in parts)
+    if not isinstance(n, int) or n < 2:
+        raise ConfigError(f"--over {key}={spec}: N (the number of values) must be an integer >= 2, got {n}")
+    if lo == hi:
+        raise ConfigError(f"--over {key}={spec}: LO and HI are equal; give two different ends")
+    if log and (lo <= 0 or hi <= 0):
+        raise ConfigError(f"--over {key}={spec}: a geometric (:log) range needs LO and HI > 0")
+    import numpy as np
+
+    raw = np.geomspace(lo, hi, n) if log else np.linspace(lo, hi, n)
+    values = [float(f"{v:.12g}") for v in raw]  # 1.2500000000000002 -> 1.25: labels and hashes stay tidy
+    if isinstance(lo, int) and isinstance(hi, int) and all(v.is_integer() for v in values):
+        return [int(v) for v in values], log
+    return values, log
+
+
+def _number(key: str, text: str) -> int | float:
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"--over {key}: {text!r} is not a number (sweep values must be numeric)") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"--over {key}: {text!r} is not a finite number")
+    return value
+
+
+def sweep_overrides(raw: dict, axes: list[SweepAxis], metric: str | None = None, name: str | None = None) -> list[str]:
+    """The --set assignments that turn experiment file ``raw`` into the requested sweep: the new grid
+    axes, the sweep block when the file has none, the metric, and a name of its own when the grid
+    gains an axis (so the file's own results are not mixed with cells of another shape)."""
+    keys = [a.key for a in axes]
+    if len(set(keys)) < len(keys):
+        raise ConfigError(f"--over: each key once; got {', '.join(keys)}")
+    has_sweep = bool(raw.get("sweep"))
+    if not axes and not has_sweep:
+        raise ConfigError(f"{raw.get('name', 'this experiment')} has no sweep: block; name the axes with --over "
+                          f"{OVER_FORMS} (e.g. --over vars.s=1:2:5)")
+    out = [axis.assignment() for axis in axes]
+    if not has_sweep:
+        out += [f"sweep.x={json.dumps(axes[0].key)}", f"sweep.log_x={json.dumps(axes[0].log)}"]
+        if len(axes) > 1:
+            out += [f"sweep.y={json.dumps(axes[1].key)}", f"sweep.log_y={json.dumps(axes[1].log)}"]
+    if metric:
+        out.append(f"sweep.metric={json.dumps(metric)}")
+    grid = raw.get("grid") or {}
+    added = [k for k in keys if k not in grid]
+    if name:
+        out.append(f"name={json.dumps(name)}")
+    elif added and raw.get("name"):
+        suffix = "-".join(re.sub(r"[^\w.-]+", "-", k.rsplit(".", 1)[-1]) for k in added)
+        out.append(f"name={json.dumps(str(raw['name']) + '-sweep-' + suffix)}")
+    return out
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from robustloss.config import load_yaml
+    from robustloss.experiments.runner import ExperimentRunner
+    from robustloss.experiments.schema import check_axis_changes_runs, load_experiment
+    from robustloss.report.experiment import build_report, seed_axes
+
+    path = Path(args.config)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such experiment file (see configs/)")
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top of the file (name:, train:, evaluate:, ...)")
+    axes = [parse_over(text) for text in args.over]
+    experiment = load_experiment(path, args.scale, [*args.overrides, *sweep_overrides(raw, axes, args.metric,
+                                                                                        args.name)])
+    sweep, cells = experiment.file.sweep, experiment.cells
+    unplotted = [a.key for a in axes if a.key not in sweep.axes]
+    for axis in unplotted:  # the plotted axes were checked with the sweep block
+        check_axis_changes_runs(axis, cells, f"--over {axis}")
+    print(f"{experiment.name} ({experiment.scale}): {sweep.metric} over {' x '.join(sweep.axes)}; {len(cells)} cells, "
+          f"{len({c.hash for c in cells})} distinct runs, {len({c.train_hash for c in cells})} distinct models")
+    for axis in unplotted:
+        averaged = axis in sweep.average or bool(seed_axes([axis]))
+        print(f"  {axis} is not plotted: {'averaged over' if averaged else 'each value is a series of its own'}")
+    if args.dry_run:
+        for cell in cells:
+            print(f"  {cell.hash}  model {cell.train_hash}  {cell.name}")
+        return 0
+    store = open_store(args, must_exist=False)
+    root = Path(args.root)
+    runner = ExperimentRunner(root, store=store, device=args.device, data_dir=args.data_dir,
+                              progress=not args.no_progress)
+    outcomes = runner.run(experiment)
+    failed = [o for o in outcomes if o.status == "failed"]
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} cells done"
+          + (f"; {len(failed)} failed (see `robustloss ls --status failed`)" if failed else ""))
+    out = Path(args.out) if args.out else root / "reports"
+    files = build_report(store, experiment.name, out, scale=experiment.scale, log=lambda _: None)
+    print(f"Sweep values: {files.sweep_csv}")
+    for plot in files.plots:
+        if plot.name.startswith(f"{experiment.name}-{experiment.scale}-sweep"):
+            print(f"Sweep plot:   {plot}")
+    print(f"Report:       {files.html}  (+ {files.markdown.name})")
     return 1 if failed else 0
 
 

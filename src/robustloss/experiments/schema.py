@@ -15,6 +15,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -77,6 +78,37 @@ class ReportConfig:
 
 
 @dataclass
+class SweepConfig:
+    """A metric plotted along one numeric grid axis (a line plot) or two (a heatmap and a surface).
+
+    Checked against the grid and the attacks by ``check_sweep`` once the cells are resolved.
+    """
+
+    x: str = ""  # the grid axis on the plot's x
+    y: str | None = None  # a second grid axis: a heatmap and a 3-D surface instead of lines
+    metric: str = "accuracy"  # one of the report's metrics (report.experiment.REPORT_METRICS)
+    rows: list[str] = field(default_factory=list)  # attack labels to plot; empty: every attack
+    eps: float | list[float] | None = None  # budgets to plot; empty: every budget of those rows
+    average: list[str] = field(default_factory=list)  # more axes to average over (seed axes always are)
+    log_x: bool = False
+    log_y: bool = False
+    x_label: str = ""  # shown on the plot; default: the axis's last part (vars.s -> s)
+    y_label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.x:
+            raise ConfigError("sweep.x: required: the grid axis on the plot's x (e.g. x: vars.s)")
+        if self.eps is None:
+            self.eps = []
+        elif not isinstance(self.eps, list):
+            self.eps = [self.eps]  # one budget may be written without brackets
+
+    @property
+    def axes(self) -> list[str]:
+        return [self.x] if self.y is None else [self.x, self.y]
+
+
+@dataclass
 class ExperimentFile:
     """The top level of an experiment YAML (``train``/``evaluate`` are validated per cell)."""
 
@@ -92,6 +124,7 @@ class ExperimentFile:
     substitutes: dict[str, dict[str, Any]] = field(default_factory=dict)
     grid: dict[str, Any] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
+    sweep: SweepConfig | None = None  # what `robustloss sweep` and the report plot (optional)
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -218,6 +251,8 @@ def resolve_experiment(raw: Any, scale: str | None = None, overrides: list[str] 
     per_cell += [(k, v, "--set") for k, v in assignments if split_path(k)[0] in CELL_SECTIONS]
 
     cells = [_resolve_cell(file, labels, sets, per_cell) for labels, sets in expand_grid(file.grid)]
+    if file.sweep is not None:
+        check_sweep(file.sweep, file.grid, cells)
     return Experiment(file=file, path=path, scale=scale or "base", cells=cells, overrides=list(overrides))
 
 
@@ -385,6 +420,98 @@ def _check_names(train: TrainConfig, evaluate: EvaluateConfig, substitutes: dict
                     spec.build(eps)
             except Exception as err:
                 raise ConfigError(f"evaluate.attacks[{i}] ({spec.name}, eps={eps}): {err}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+def check_sweep(sweep: SweepConfig, grid: dict[str, Any], cells: list[RunCell]) -> None:
+    """The sweep's axes are numeric grid axes that change the runs; its metric, rows and budgets exist."""
+    from robustloss.report.experiment import REPORT_METRICS
+
+    for key, axis in (("x", sweep.x), ("y", sweep.y)):
+        if axis is None:
+            continue
+        if axis not in grid:
+            have = ", ".join(grid) or "none (add one, e.g. grid: {vars.s: [1, 1.5, 2]})"
+            raise ConfigError(f"sweep.{key}: {axis!r} is not a grid axis; grid axes: {have}")
+        _check_numeric_axis(axis, grid[axis])
+        check_axis_changes_runs(axis, cells, f"sweep.{key}")
+    if sweep.y == sweep.x:
+        raise ConfigError(f"sweep.y: the same axis as sweep.x ({sweep.x}); choose another axis or drop y")
+    for axis in sweep.average:
+        if axis not in grid or axis in sweep.axes:
+            valid = ", ".join(a for a in grid if a not in sweep.axes) or "none"
+            raise ConfigError(f"sweep.average: {axis!r} is not a grid axis besides the sweep's; valid: {valid}")
+    if sweep.metric not in REPORT_METRICS:
+        raise ConfigError(f"sweep.metric: unknown metric {sweep.metric!r}; valid: {', '.join(REPORT_METRICS)}")
+    budgets: dict[str, set] = {}  # attack label -> its budgets, over every cell
+    for cell in cells:
+        for spec in cell.evaluate.plan():
+            budgets.setdefault(spec.name, set()).update(spec.eps)
+    for row in sweep.rows:
+        if row != "clean" and row not in budgets:
+            raise ConfigError(f"sweep.rows: no attack is labelled {row!r}; labels: {', '.join(['clean', *budgets])}")
+    offered = {e for row in (sweep.rows or budgets) for e in budgets.get(row, ()) if e is not None}
+    for eps in sweep.eps:
+        if not any(math.isclose(eps, e, rel_tol=1e-6) for e in offered):
+            have = ", ".join(f"{e:g}" for e in sorted(offered)) or "none"
+            raise ConfigError(f"sweep.eps: no plotted attack runs at eps {eps:g}; their budgets: {have}")
+
+
+def _check_numeric_axis(axis: str, values: Any) -> None:
+    """A key axis needs numbers; a named axis needs value names that read as numbers ("128": {...})."""
+    names = values if isinstance(values, list) else list(values or {})
+    for value in names:
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not numeric and isinstance(value, str):
+            try:
+                float(value)
+                numeric = True
+            except ValueError:
+                pass
+        if not numeric:
+            raise ConfigError(f"grid.{axis}: a sweep axis needs numeric values, got {value!r}")
+
+
+def check_axis_changes_runs(axis: str, cells: list[RunCell], where: str) -> None:
+    """Two values of the axis that give the same run mean the axis sets something nothing reads
+    (a misspelt attack label under evaluate.overrides, an unused variable): the plot would be flat."""
+    runs: dict[tuple, dict[str, str]] = {}  # the other axes' values -> this axis's value -> what runs
+    for cell in cells:
+        others = tuple((k, v) for k, v in cell.labels.items() if k != axis)
+        seen = runs.setdefault(others, {})
+        work = _what_runs(cell)
+        same = [value for value, run in seen.items() if run == work]
+        if same:
+            raise ConfigError(f"{where}: grid axis {axis} changes nothing: {axis}={same[0]} and "
+                              f"{axis}={cell.labels[axis]} give the same run{_unused_hint(axis, cells)}")
+        seen[cell.labels[axis]] = work
+
+
+def _what_runs(cell: RunCell) -> str:
+    """A hash of what the cell trains and attacks with: the attacks with their overrides applied,
+    rather than the overrides themselves (an override nothing picks up changes ``cell.hash`` only)."""
+    evaluate = {k: v for k, v in canonical(cell.evaluate).items() if k not in ("attacks", "overrides")}
+    return config_hash({"train": canonical(cell.train), "evaluate": evaluate,
+                        "plan": [to_dict(spec) for spec in cell.evaluate.plan()],
+                        "substitutes": {k: canonical(v) for k, v in cell.substitutes.items()}})
+
+
+def _unused_hint(axis: str, cells: list[RunCell]) -> str:
+    parts = split_path(axis)
+    if parts[:2] == ["evaluate", "overrides"] and len(parts) > 2:
+        names = {n for cell in cells for spec in cell.evaluate.plan()
+                 for n in (spec.attack, spec.resolved()[0], spec.name)}
+        if parts[2] not in names:
+            return (f" (evaluate.overrides.{parts[2]} names no attack; use an attack's label, preset or "
+                    f"name: {', '.join(sorted(names))})")
+        rivals = sorted({k for cell in cells for k, v in cell.evaluate.overrides.items()
+                         if k != parts[2] and len(parts) == 4 and parts[3] in (v or {})})
+        if rivals:
+            return (f" (evaluate.overrides.{rivals[0]} also sets {parts[3]}: an attack's label wins over its "
+                    f"preset, and its preset over its attack name; sweep the winning key)")
+    if parts[0] == "vars" and len(parts) == 2:
+        return f" (does any value use ${{{parts[1]}}}? does the scale preset or a --set fix {axis}?)"
+    return f" (does the scale preset or a --set fix {axis}?)"
 
 
 # ---------------------------------------------------------------------------------------------

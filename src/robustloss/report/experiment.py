@@ -26,6 +26,7 @@ from robustloss.report.table import Cell, ReportTable, TableRow, TableSection
 WORST_CASE = "worst case"
 DIAGNOSTIC_PREFIX = "diag-"  # probe attacks added for the diagnostics; not rows of the paper's table
 PERCENT_METRICS = ("accuracy", "error_rate")
+REPORT_METRICS = (*PERCENT_METRICS, "mean_l2", "median_l2", "mean_linf")  # what our_value computes
 ACCURACY_NOTE = ("Accuracy (%) on the evaluated test samples; a clean-misclassified sample counts as a failure "
                  "under every attack (the papers' convention). Worst case: per sample, any attack of that norm "
                  "that found an adversarial example within the budget (diagnostic probes included).")
@@ -53,6 +54,7 @@ class ReportFiles:
     html: Path
     plots: list[Path] = field(default_factory=list)
     table: ReportTable | None = None
+    sweep_csv: Path | None = None  # when the experiment has a sweep: block
 
 
 def seed_axes(axes: list[str]) -> list[str]:
@@ -64,6 +66,7 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
                  log: Callable[[str], None] = print) -> ReportFiles:
     from robustloss.report.html import build_html
     from robustloss.report.render import diagnostics_markdown, to_csv, to_latex, to_markdown, write_text_atomic
+    from robustloss.report.sweep import write_sweep
 
     scale, document = _document(store, experiment, scale)
     file = document["file"]
@@ -79,7 +82,8 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{experiment}-{scale}"
-    markdown = to_markdown(table)
+    sweep = write_sweep(store, experiment, scale, out, stem) if file.get("sweep") else None
+    markdown = to_markdown(table) + (sweep.markdown() if sweep else "")
     diag_blocks = [(_run_label(r), r.diagnostics) for r in runs if r.diagnostics]
     if diag_blocks:
         markdown += "\n## Gradient-masking diagnostics\n"
@@ -95,13 +99,16 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     blocks: list[tuple[str, object]] = [("paragraph", file.get("paper", "")), ("table", table)]
     for path, caption in plots:
         blocks.append(("image", (path, caption)))
+    blocks += sweep.html_blocks() if sweep else []
     if diag_blocks:
         blocks.append(("heading", "Gradient-masking diagnostics"))
         blocks += [("diagnostics", block) for block in diag_blocks]
     blocks.append(("pre", _provenance(store, runs, document)))
     html_path = build_html(table.title, blocks, out / f"{stem}.html")
     log(f"report: {html_path}")
-    return ReportFiles(out, md_path, csv_path, tex_path, html_path, [p for p, _ in plots], table)
+    plots += sweep.plots if sweep else []
+    return ReportFiles(out, md_path, csv_path, tex_path, html_path, [p for p, _ in plots], table,
+                       sweep.csv if sweep else None)
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -222,7 +229,7 @@ def our_value(evaluation: Evaluation | None, row: str, param: float | None, metr
         return None
     distances = {"mean_l2": record.l2, "median_l2": record.l2, "mean_linf": record.linf}.get(metric)
     if distances is None:
-        raise RobustlossError(f"unknown metric {metric!r}; valid: accuracy, error_rate, mean_l2, median_l2, mean_linf")
+        raise RobustlossError(f"unknown metric {metric!r}; valid: {', '.join(REPORT_METRICS)}")
     chosen = distances[fooled]
     return float(np.median(chosen) if metric.startswith("median") else chosen.mean())
 
