@@ -89,9 +89,10 @@ def test_analyze_commands_write_csv_and_png(cnn3_substitute, tmp_path):
     rows = list(csv.DictReader(open(out / "probability-gap.csv")))
     assert len(rows) == 1 and rows[0]["n"] == "200" and -1 <= float(rows[0]["mean"]) <= 1
     assert main(["analyze", "rank", str(cnn3_substitute), "--n-test", "60", "--eps-step", "0.05", "--eps-max", "0.2",
-                 "--out", str(out), "--device", "cpu"]) == 0
-    ranks = list(csv.DictReader(open(out / "rank-fgsm.csv")))
-    assert [float(r["eps"]) for r in ranks] == [0.05, 0.1, 0.15, 0.2]
-    for png in ("probability-gap.png", "rank-fgsm.png"):
+                 "--attacks", "fgsm,mim", "--steps", "4", "--out", str(out), "--device", "cpu"]) == 0
+    ranks = list(csv.DictReader(open(out / "rank.csv")))
+    assert [(r["attack"], float(r["eps"])) for r in ranks] == [
+        (attack, eps) for attack in ("fgsm", "mim") for eps in (0.05, 0.1, 0.15, 0.2)]
+    for png in ("probability-gap.png", "rank.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -526,3 +526,35 @@ def test_version_1_file_migrates_to_the_experiments_table(tmp_path, monkeypatch)
         assert "pc-table1" in store.experiments()
         with pytest.raises(StoreError, match="no experiment 'pc-table1' at scale 'paper'"):
             store.experiment_document("pc-table1", "paper")
+
+
+def test_version_2_file_migrates_to_the_analyses_table(tmp_path, monkeypatch):
+    path = tmp_path / "results.sqlite"
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:2])
+    with ResultsStore(path) as store:
+        assert store.schema_version == 2
+        store.save_experiment("pc-demo", "demo", {"file": {"title": "demo"}})
+    monkeypatch.undo()
+    with ResultsStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION >= 3
+        assert store.experiment_document("pc-demo", "demo") == {"file": {"title": "demo"}}
+        assert store.analyses() == []
+
+
+def test_analyses_are_replaced_when_recomputed_and_found_by_experiment_or_models(store):
+    first = store.save_analysis(name="gap", models={"CE": "aaaa", "PC-LC": "bbbb"}, params={"n_test": None},
+                                files=["reports/analysis/gap.png"], summary=[{"run": "CE", "mean": 0.9}],
+                                experiment="pc-demo", scale="demo")
+    again = store.save_analysis(name="gap", models={"PC-LC": "bbbb", "CE": "aaaa"}, params={"n_test": None},
+                                files=["reports/analysis/gap.png"], summary=[{"run": "CE", "mean": 0.8}],
+                                experiment="pc-demo", scale="demo")
+    assert again == first  # same analysis of the same models: replaced, not duplicated
+    by_hand = store.save_analysis(name="rank", models={"CE": "aaaa"}, params={"attack": "fgsm"},
+                                  files=["/tmp/rank.png"], summary=[])
+    other = store.save_analysis(name="gap", models={"X": "cccc"}, params={}, files=[], summary=[])
+    assert [a.summary for a in store.analyses(experiment="pc-demo")] == [[{"run": "CE", "mean": 0.8}]]
+    assert store.analyses(experiment="pc-demo", scale="smoke") == []
+    found = store.analyses(experiment="pc-demo", scale="demo", model_hashes={"aaaa", "bbbb"})
+    assert [a.id for a in found] == [first, by_hand]
+    assert {a.id for a in store.analyses()} == {first, by_hand, other}
+    assert found[0].models == {"CE": "aaaa", "PC-LC": "bbbb"} and found[1].params == {"attack": "fgsm"}

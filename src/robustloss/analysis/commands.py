@@ -1,31 +1,167 @@
-"""``robustloss analyze gap|rank RUN...``: the analyses on trained runs, written as CSV and PNG."""
+"""``robustloss analyze NAME RUN...``: run one registered analysis on trained models.
+
+RUN is a model folder (``robustloss train --out DIR``, or ``ROOT/models/HASH`` of the
+experiment runner) or a run id / hash prefix in the results store at ``--root``. Where the
+outputs go, so that the run's report picks them up:
+
+* models of a results store: ``ROOT/reports/analysis/``, recorded in the store, so
+  ``robustloss report`` shows the analysis in the report of every experiment whose models
+  it covers; each model is labelled by its grid values (``CE``, ``PC-LC``);
+* a folder from ``robustloss train``: ``RUN/analysis/`` beside its ``eval/`` report.
+
+``--out`` overrides the folder (outputs of store models are still recorded).
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
+from dataclasses import dataclass
 from pathlib import Path
+
+from robustloss.analysis.tsne import TSNE_METHODS
+from robustloss.errors import ConfigError
+
+STORE_FILE = "results.sqlite"
 
 
 def add_command(sub) -> None:
-    analyze = sub.add_parser("analyze", help="analyses of trained runs: probability gaps, misclassification rank")
+    analyze = sub.add_parser("analyze", help="analyses of trained models: probability gaps, misclassification "
+                                             "rank, feature embeddings, low-dimensional feature space")
     kinds = analyze.add_subparsers(metavar="ANALYSIS")
-    gap = kinds.add_parser("gap", help="distribution of f_y - max_{y'!=y} f_y' over the test set, per run")
+    gap = kinds.add_parser("gap", help="distribution of f_y - max_{y'!=y} f_y' over the test set, per model")
     rank = kinds.add_parser("rank", help="rank of the adversarial class among the clean probabilities (PC Fig. 2)")
-    for p in (gap, rank):
-        p.add_argument("runs", nargs="+", help="run folders holding model.pt (robustloss train --out, or ROOT/models/HASH)")
+    embedding = kinds.add_parser("embedding", help="t-SNE of penultimate features with successful adversarial "
+                                                   "examples overlaid (PC Fig. 1 and 3)")
+    features = kinds.add_parser("features", help="2-D/3-D feature layer plotted directly, with PGD trajectories "
+                                                 "for the ce and adaptive objectives (MMC Fig. 3b, I-SCE Fig. 4)")
+    for name, p in (("gap", gap), ("rank", rank), ("embedding", embedding), ("features", features)):
+        p.add_argument("runs", nargs="+", metavar="RUN",
+                       help="model folder (robustloss train --out, ROOT/models/HASH) or run id/hash in the store")
         p.add_argument("--n-test", type=int, default=None, help="only the first N test samples")
-        p.add_argument("--out", default="runs/analysis", help="output folder (default: runs/analysis)")
+        p.add_argument("--label", action="append", default=[], help="legend label per RUN, in order (repeatable)")
+        p.add_argument("--root", default="runs", help="results folder for run ids/hashes (default: runs)")
+        p.add_argument("--out", help="output folder (default: ROOT/reports/analysis for store models, else RUN/analysis)")
         p.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
         p.add_argument("--device", default="auto")
-    rank.add_argument("--attack", default="fgsm", help="fgsm or mim (or any L-inf attack)")
+        p.set_defaults(handler=cmd_analyze, analysis=name)
+    rank.add_argument("--attacks", default="fgsm,mim", help="comma-separated L-inf attacks (default: fgsm,mim)")
     rank.add_argument("--eps-step", type=float, default=0.005, help="grid step (paper: fine, e.g. 0.005)")
     rank.add_argument("--eps-max", type=float, default=0.3)
-    gap.set_defaults(handler=cmd_gap)
-    rank.set_defaults(handler=cmd_rank)
+    rank.add_argument("--steps", type=int, default=None,
+                      help="iterative attacks: steps of 2.5*eps/steps at each eps (default: the attack's own)")
+    embedding.add_argument("--attack", default="pgd", help="attack or preset crafting the adversarial examples "
+                           "(default: pgd, L-inf, 40 steps of 0.01 from a random start)")
+    embedding.add_argument("--eps", type=float, default=0.1, help="attack budget (default: 0.1)")
+    embedding.add_argument("--n", type=int, default=1000,
+                           help="class-stratified subsample of the test split to embed (default: 1000)")
+    embedding.add_argument("--method", default="auto", choices=TSNE_METHODS,
+                           help="t-SNE backend: auto uses openTSNE when installed, else scikit-learn")
+    features.add_argument("--points", type=int, default=6, help="clean inputs to follow through the attack")
+    features.add_argument("--attack", default="pgd", help="iterative gradient attack (pgd, bim, mim, pgd-l2)")
+    features.add_argument("--eps", type=float, default=0.3, help="attack budget (default: 0.3, the MMC figure's)")
+    features.add_argument("--steps", type=int, default=20, help="attack iterations to trace (default: 20)")
+    features.add_argument("--step-size", type=float, default=None, help="default: 2.5 * eps / steps")
+    features.add_argument("--objectives", default="ce,adaptive",
+                          help="comma-separated attack objectives, one plot column each (default: ce,adaptive)")
+    for p in (rank, embedding, features):
+        p.add_argument("--seed", type=int, default=0, help="random starts, subsample and t-SNE seed")
 
 
-def _load(run: str, args):
+# The analysis parameters each command's flags carry (flag dest -> parameter name).
+PARAMETERS = {
+    "gap": {},
+    "rank": {"attacks": "attacks", "eps_step": "eps_step", "eps_max": "eps_max", "steps": "steps", "seed": "seed"},
+    "embedding": {"attack": "attack", "eps": "eps", "n": "n", "method": "method", "seed": "seed"},
+    "features": {"points": "points", "attack": "attack", "eps": "eps", "steps": "steps", "step_size": "step_size",
+                 "objectives": "objectives", "seed": "seed"},
+}
+
+
+@dataclass
+class ResolvedRun:
+    folder: Path  # holds model.pt
+    label: str
+    store_root: Path | None  # the results folder managing this model, if any
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from robustloss.analysis.registry import run_analysis
+
+    if args.label and len(args.label) != len(args.runs):
+        raise ConfigError(f"--label: give one per RUN ({len(args.runs)}), got {len(args.label)}")
+    resolved = [resolve_run(run, Path(args.root)) for run in args.runs]
+    for run, label in zip(resolved, args.label):
+        run.label = label
+    labels = [r.label for r in resolved]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"two RUNs share the label {next(l for l in labels if labels.count(l) > 1)!r}; "
+                          f"tell them apart with --label")
+    roots = {r.store_root for r in resolved}
+    store_root = roots.pop() if len(roots) == 1 else None
+    if args.out:
+        out = Path(args.out)
+    elif store_root is not None:
+        out = store_root / "reports" / "analysis"
+    else:
+        out = resolved[0].folder / "analysis"
+    prefix = "-".join(r.folder.name[:8] for r in resolved) + "-" if store_root is not None else ""
+    params = {param: getattr(args, dest) for dest, param in PARAMETERS[args.analysis].items()}
+    if "attacks" in params:
+        params["attacks"] = [a.strip() for a in params["attacks"].split(",") if a.strip()]
+    if "objectives" in params:
+        params["objectives"] = [o.strip() for o in params["objectives"].split(",") if o.strip()]
+    subjects = [_subject(r, args) for r in resolved]
+    result = run_analysis(args.analysis, subjects, out, prefix=prefix, **params)
+    for line in result.lines:
+        print(line)
+    print("wrote " + ", ".join(str(f) for f in result.files))
+    if store_root is not None:
+        _record(store_root, args.analysis, resolved, params | {"n_test": args.n_test}, result)
+    return 0
+
+
+def resolve_run(ref: str, root: Path) -> ResolvedRun:
+    """A model folder, or a run id / hash prefix of the store at ``root``."""
+    from robustloss.train.trainer import MODEL_FILE
+
+    path = Path(ref)
+    if (path / MODEL_FILE).exists():
+        managed = path.resolve().parent.name == "models" and (path.resolve().parent.parent / STORE_FILE).exists()
+        store_root = path.resolve().parent.parent if managed else None
+        label = _store_label(store_root, path.resolve().name) if store_root else path.resolve().name
+        return ResolvedRun(path, label, store_root)
+    if path.exists():
+        raise ConfigError(f"{ref}: no {MODEL_FILE} in this folder; pass a trained model's folder "
+                          f"(robustloss train --out DIR, or ROOT/models/HASH)")
+    if not (root / STORE_FILE).exists():
+        raise ConfigError(f"{ref}: not a model folder, and there is no results store at {root / STORE_FILE} "
+                          f"to look it up in (pass --root)")
+    from robustloss.experiments.store import ResultsStore
+
+    with ResultsStore(root / STORE_FILE) as store:
+        run = store.get_run(int(ref) if ref.isdigit() else ref)
+    folder = root / "models" / run.train_hash
+    if not (folder / MODEL_FILE).exists():
+        raise ConfigError(f"run {ref} ({run.name}) has no trained model in {folder} yet (status {run.status})")
+    return ResolvedRun(folder, _store_label(root, run.train_hash), root)
+
+
+def _store_label(root: Path, train_hash: str) -> str:
+    """The grid values that set this model apart within its experiment (e.g. ``PC-LC``)."""
+    from robustloss.experiments.store import ResultsStore
+
+    with ResultsStore(root / STORE_FILE) as store:
+        for experiment in store.experiments():
+            cells = store.cells(experiment)
+            mine = [c for c in cells if store.get_run(c.run_id).train_hash == train_hash]
+            if mine:
+                axes = [a for a in mine[0].cell if len({c.cell.get(a) for c in cells}) > 1] or list(mine[0].cell)
+                return " · ".join(str(mine[0].cell[a]) for a in axes) or train_hash
+    return train_hash
+
+
+def _subject(run: ResolvedRun, args: argparse.Namespace):
+    from robustloss.analysis.registry import Subject
     from robustloss.data import load_dataset
     from robustloss.device import resolve_device
     from robustloss.models.saved import load_model
@@ -33,64 +169,23 @@ def _load(run: str, args):
     from robustloss.train.trainer import MODEL_FILE
 
     device = resolve_device(args.device)
-    model = load_model(Path(run) / MODEL_FILE)[0].to(device).eval()
-    test = load_dataset(load_config(run).dataset, args.data_dir).test
+    model = load_model(run.folder / MODEL_FILE)[0].to(device).eval()
+    test = load_dataset(load_config(run.folder).dataset, args.data_dir).test
     if args.n_test is not None:
         test = test.subset(slice(0, args.n_test))
-    return model, test, device
+    return Subject(run.label, model, test, device, key=run.folder.resolve().name)
 
 
-def _label(run: str) -> str:
-    return Path(run).resolve().name
+def _record(root: Path, name: str, runs: list[ResolvedRun], params: dict, result) -> None:
+    from robustloss.experiments.store import ResultsStore
 
+    def stored(path: Path) -> str:  # relative to the store's folder when inside it
+        try:
+            return str(path.resolve().relative_to(root.resolve()))
+        except ValueError:
+            return str(path.resolve())
 
-def cmd_gap(args: argparse.Namespace) -> int:
-    from robustloss.analysis.plots import plot_gap_distributions
-    from robustloss.analysis.probability_gap import probability_gaps, summarize_gaps
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    gaps, rows = {}, []
-    for run in args.runs:
-        model, test, device = _load(run, args)
-        gaps[_label(run)] = probability_gaps(model, test, device=device)
-        s = summarize_gaps(gaps[_label(run)])
-        rows.append({"run": _label(run), "n": s.n, "mean": s.mean, "std": s.std, **s.quantiles,
-                     **{f"below_{k}": v for k, v in s.below.items()}})
-        print(f"{_label(run)}: mean gap {s.mean:.3f} ± {s.std:.3f} (median {s.quantiles['median']:.3f}, "
-              f"{100 * s.below['0']:.1f}% misclassified) on {s.n} samples")
-    _write_csv(out / "probability-gap.csv", rows)
-    plot = plot_gap_distributions(gaps, out / "probability-gap.png")
-    print(f"wrote {out / 'probability-gap.csv'} and {plot}")
-    return 0
-
-
-def cmd_rank(args: argparse.Namespace) -> int:
-    from robustloss.analysis.plots import plot_rank_study
-    from robustloss.analysis.rank import RANK_BINS, misclassification_ranks
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    steps = int(round(args.eps_max / args.eps_step))
-    grid = [round(args.eps_step * k, 10) for k in range(1, steps + 1)]
-    studies, rows = {}, []
-    for run in args.runs:
-        model, test, device = _load(run, args)
-        x, y = test.batch(slice(0, len(test)))
-        study = misclassification_ranks(model, x.to(device), y.to(device), attack=args.attack, eps_grid=grid)
-        studies[_label(run)] = study
-        for eps, new, counts in zip(study.eps, study.new_successes, study.rank_counts):
-            rows.append({"run": _label(run), "attack": args.attack, "eps": eps, "new_successes": new, **counts})
-        shares = ", ".join(f"{b} {v:.1f}%" for b, v in study.percentages().items())
-        print(f"{_label(run)} ({args.attack}): {sum(study.new_successes)} adversarial examples; {shares}")
-    _write_csv(out / f"rank-{args.attack}.csv", rows)
-    plot = plot_rank_study(studies, out / f"rank-{args.attack}.png", title=f"Misclassification rank, {args.attack}")
-    print(f"wrote {out / f'rank-{args.attack}.csv'} and {plot}  (rank bins: {', '.join(RANK_BINS)})")
-    return 0
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    with ResultsStore(root / STORE_FILE) as store:
+        store.save_analysis(name=name, models={r.label: r.folder.resolve().name for r in runs}, params=params,
+                            files=[stored(f) for f in result.files], summary=result.summary)
+    print(f"recorded in {root / STORE_FILE}: `robustloss report` shows it with the experiments of these models")

@@ -27,24 +27,60 @@ def plot_gap_distributions(gaps: dict[str, np.ndarray], path: str | Path, title:
     return _save(fig, path)
 
 
-def plot_rank_study(studies: dict[str, RankStudy], path: str | Path, title: str = "") -> Path:
-    """Left: share of adversarial examples by rank of their class (bars per run). Right: new
-    successes at each eps increment (a line per run)."""
+def plot_rank_studies(studies: dict[tuple[str, str], RankStudy], path: str | Path,
+                      bins: tuple[str, ...] = RANK_BINS) -> Path:
+    """PC paper Fig. 2 layout, one panel per (model, attack): at each eps of the grid, stacked
+    bars give the share of that increment's new adversarial examples by the rank of their class
+    among the clean probabilities (left axis, %), and a black line the number of new successes
+    (right axis). A last column sums each model's bars over the whole grid."""
     plt = _pyplot()
-    fig, (bars, line) = plt.subplots(1, 2, figsize=(11, 4))
-    width = 0.8 / max(len(studies), 1)
-    for i, (label, study) in enumerate(studies.items()):
-        shares = study.percentages()
-        positions = np.arange(len(RANK_BINS)) + i * width
-        bars.bar(positions, [shares[b] for b in RANK_BINS], width=width, color=f"C{i}", label=label)
-        line.plot(study.eps, study.new_successes, marker=".", color=f"C{i}", label=label)
-    bars.set_xticks(np.arange(len(RANK_BINS)) + width * (len(studies) - 1) / 2, RANK_BINS)
-    bars.set_xlabel("rank of the adversarial class among the clean probabilities")
-    bars.set_ylabel("adversarial examples (%)")
-    bars.legend()
-    line.set_xlabel("ε")
-    line.set_ylabel("new adversarial examples")
-    line.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
+    models = list(dict.fromkeys(label for label, _ in studies))
+    attacks = list(dict.fromkeys(attack for _, attack in studies))
+    fig, axes = plt.subplots(len(models), len(attacks) + 1, figsize=(4.6 * len(attacks) + 3.2, 3.3 * len(models)),
+                             squeeze=False, gridspec_kw={"width_ratios": [3] * len(attacks) + [2]})
+    colours = [f"C{i}" for i in range(len(bins))]
+    for row, model in enumerate(models):
+        for col, attack in enumerate(attacks):
+            ax = axes[row][col]
+            study = studies.get((model, attack))
+            if study is None:
+                ax.set_axis_off()
+                continue
+            eps = np.asarray(study.eps)
+            width = 0.8 * (eps[1] - eps[0]) if len(eps) > 1 else 0.004
+            new = np.asarray(study.new_successes, dtype=float)
+            bottom = np.zeros(len(eps))
+            for b, colour in zip(bins, colours):
+                share = np.array([100.0 * c[b] / n if n else 0.0 for c, n in zip(study.rank_counts, new)])
+                ax.bar(eps, share, width=width, bottom=bottom, color=colour, label=b)
+                bottom += share
+            ax.set_ylim(0, 100)
+            ax.set_ylabel("new adversarial examples (%)")
+            ax.set_xlabel("ε")
+            ax.set_title(f"{model} · {attack}")
+            counts = ax.twinx()
+            counts.plot(eps, new, color="black", linewidth=1.2, marker=".", markersize=3)
+            counts.set_ylabel("new successes")
+            counts.set_ylim(bottom=0)
+        totals = axes[row][-1]
+        for i, attack in enumerate(attacks):
+            study = studies.get((model, attack))
+            if study is None:
+                continue
+            shares = study.percentages()
+            left = 0.0
+            for b, colour in zip(bins, colours):
+                totals.barh(i, shares[b], left=left, color=colour)
+                left += shares[b]
+            totals.text(101, i, f"n={sum(study.new_successes)}", va="center", fontsize=8)
+        totals.set_yticks(range(len(attacks)), attacks)
+        totals.set_xlim(0, 125)
+        totals.set_xlabel("all increments (%)")
+        totals.set_title(f"{model} · whole grid")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours]
+    fig.legend(handles + [plt.Line2D([], [], color="black", marker=".")],
+               [f"{b} most probable" if b != "other" else "lower ranks" for b in bins] + ["new successes"],
+               loc="lower center", ncol=len(bins) + 1, frameon=False)
+    fig.suptitle("Where adversarial examples land: rank of the adversarial class among the clean probabilities")
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     return _save(fig, path)

@@ -45,8 +45,14 @@ def _bin(rank: int) -> str:
 
 
 def misclassification_ranks(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, attack: str,
-                            eps_grid: list[float], seed: int = 0, **attack_params) -> RankStudy:
-    """Attack the still-unbroken, clean-correct samples at each eps of ``eps_grid`` (ascending)."""
+                            eps_grid: list[float], seed: int = 0, steps: int | None = None,
+                            **attack_params) -> RankStudy:
+    """Attack the still-unbroken, clean-correct samples at each eps of ``eps_grid`` (ascending).
+
+    ``steps`` (iterative attacks): that many steps of 2.5 eps / steps at every eps, instead of
+    the attack's fixed step size - a fine grid re-runs the attack at every eps, so a short
+    attack whose step scales with the budget keeps the study affordable.
+    """
     model = model.eval()
     with torch.no_grad():
         clean_probs = torch.softmax(model(x).float(), dim=1)
@@ -60,7 +66,9 @@ def misclassification_ranks(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
         index = torch.nonzero(standing).flatten()
         if len(index):
             generator = torch.Generator().manual_seed(seed)
-            result = create_attack(attack, eps=eps, **attack_params)(model, x[index], y[index], generator=generator)
+            scaled = {"steps": steps, "step_size": 2.5 * eps / steps} if steps is not None else {}
+            result = create_attack(attack, eps=eps, **attack_params, **scaled)(model, x[index], y[index],
+                                                                              generator=generator)
             fooled = result.pred != y[index]
             hit = index[fooled]
             hit_ranks = class_rank(clean_probs[hit], result.pred[fooled])

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +109,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         for cell in cells:
             recipe = " -> ".join(f"{p.loss} x{p.epochs}" for p in cell.train.recipe)
-            print(f"  {cell.hash}  {cell.name}: {cell.train.model} on {cell.train.dataset}, {recipe}, "
+            at = cell.train.adversarial
+            adversarial = f" with {at.method} AT (eps {at.eps})" if at is not None else ""
+            print(f"  {cell.hash}  {cell.name}: {cell.train.model} on {cell.train.dataset}, {recipe}{adversarial}, "
                   f"{len(cell.evaluate.attacks)} attacks")
+        for analysis in experiment.file.analyses:
+            print(f"  then analysis {analysis.name} {analysis.params or ''}")
         return 0
     store = open_store(args, must_exist=False)
     root = Path(args.root)
@@ -119,6 +124,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} cells done"
           + (f"; {len(failed)} failed (see `robustloss ls --status failed`)" if failed else ""))
+    for failure in runner.analysis_failures:
+        print(f"analysis failed: {failure}", file=sys.stderr)
+    failed += runner.analysis_failures
     if args.report and not failed:
         from robustloss.report.experiment import build_report
 

@@ -96,6 +96,7 @@ class ExperimentRunner:
         self.tensorboard = tensorboard
         self.revision = code_revision()
         self._data: dict[str, Dataset] = {}
+        self.analysis_failures: list[str] = []  # of the latest run(); the CLI exits non-zero on any
 
     # -- the grid --------------------------------------------------------------------------------
     def run(self, experiment: Experiment) -> list[CellOutcome]:
@@ -112,6 +113,14 @@ class ExperimentRunner:
                 deferred.append(cell)
         for cell in deferred:  # now wait for the other process, then reuse or finish its work
             outcomes.append(self.run_cell(experiment, cell, wait=True))
+        if experiment.file.analyses:
+            from robustloss.experiments.analyses import run_experiment_analyses
+
+            trained = {o.cell.train_hash for o in outcomes if o.status != "failed"}
+            if all(c.train_hash in trained for c in experiment.cells):
+                self.analysis_failures = run_experiment_analyses(self, experiment)
+            else:
+                self.log("analyses skipped: some cells failed (their models are missing)")
         return outcomes
 
     def run_cell(self, experiment: Experiment, cell: RunCell, *, wait: bool) -> CellOutcome:

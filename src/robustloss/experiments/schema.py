@@ -109,6 +109,21 @@ class SweepConfig:
 
 
 @dataclass
+class AnalysisSpec:
+    """An analysis (``robustloss analyze NAME``) the runner computes after the grid, over the
+    experiment's trained models; its PNG, CSV and summary go into the experiment's report."""
+
+    name: str = ""  # a registered analysis: gap, rank, embedding, features
+    params: dict[str, Any] = field(default_factory=dict)  # the analysis's parameters (see `robustloss analyze NAME -h`)
+    models: dict[str, list[str]] = field(default_factory=dict)  # grid axis -> values to include; empty: every model
+    n_test: int | None = None  # only the first N test samples
+
+    def __post_init__(self) -> None:
+        if self.n_test is not None and self.n_test < 1:
+            raise ConfigError(f"analyses: n_test must be >= 1 (or null for the whole test split), got {self.n_test}")
+
+
+@dataclass
 class ExperimentFile:
     """The top level of an experiment YAML (``train``/``evaluate`` are validated per cell)."""
 
@@ -125,6 +140,7 @@ class ExperimentFile:
     grid: dict[str, Any] = field(default_factory=dict)
     report: ReportConfig = field(default_factory=ReportConfig)
     sweep: SweepConfig | None = None  # what `robustloss sweep` and the report plot (optional)
+    analyses: list[AnalysisSpec] = field(default_factory=list)  # run after the grid; shown in the report
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -253,6 +269,8 @@ def resolve_experiment(raw: Any, scale: str | None = None, overrides: list[str] 
     cells = [_resolve_cell(file, labels, sets, per_cell) for labels, sets in expand_grid(file.grid)]
     if file.sweep is not None:
         check_sweep(file.sweep, file.grid, cells)
+    for i, analysis in enumerate(file.analyses):
+        check_analysis(analysis, cells, f"analyses[{i}]")
     return Experiment(file=file, path=path, scale=scale or "base", cells=cells, overrides=list(overrides))
 
 
@@ -455,6 +473,41 @@ def check_sweep(sweep: SweepConfig, grid: dict[str, Any], cells: list[RunCell]) 
         if not any(math.isclose(eps, e, rel_tol=1e-6) for e in offered):
             have = ", ".join(f"{e:g}" for e in sorted(offered)) or "none"
             raise ConfigError(f"sweep.eps: no plotted attack runs at eps {eps:g}; their budgets: {have}")
+
+
+def check_analysis(spec: AnalysisSpec, cells: list[RunCell], where: str) -> None:
+    """A registered analysis, with parameters it takes, over models that exist in the grid."""
+    from robustloss.analysis.registry import analysis_names, analysis_parameters
+
+    if spec.name not in analysis_names():
+        raise ConfigError(f"{where}.name: unknown analysis {spec.name!r}; valid: {', '.join(analysis_names())}")
+    valid = analysis_parameters(spec.name)
+    for key in spec.params:
+        if key not in valid:
+            raise ConfigError(f"{where}.params.{key}: unknown parameter of analysis {spec.name!r}; "
+                              f"valid: {', '.join(valid)}")
+    for axis, values in spec.models.items():
+        offered = list(dict.fromkeys(c.labels[axis] for c in cells if axis in c.labels))
+        if not offered:
+            axes = ", ".join(cells[0].labels) if cells and cells[0].labels else "none"
+            raise ConfigError(f"{where}.models.{axis}: not a grid axis; grid axes: {axes}")
+        for value in values if isinstance(values, list) else [values]:
+            if str(value) not in offered:
+                raise ConfigError(f"{where}.models.{axis}: no cell has {axis}={value}; values: {', '.join(offered)}")
+    if not analysis_cells(spec, cells):
+        raise ConfigError(f"{where}.models: selects no model")
+
+
+def analysis_cells(spec: AnalysisSpec, cells: list[RunCell]) -> list[RunCell]:
+    """The cells whose models the analysis covers, one per trained model (first cell wins)."""
+    chosen, seen = [], set()
+    for cell in cells:
+        wanted = all(cell.labels.get(axis) in [str(v) for v in (values if isinstance(values, list) else [values])]
+                     for axis, values in spec.models.items())
+        if wanted and cell.train_hash not in seen:
+            seen.add(cell.train_hash)
+            chosen.append(cell)
+    return chosen
 
 
 def _check_numeric_axis(axis: str, values: Any) -> None:

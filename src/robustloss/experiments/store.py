@@ -17,6 +17,10 @@ Tables (see ``MIGRATIONS`` for the exact columns):
                    ``Evaluation`` that every table and diagnostic is computed from.
 - ``clean``        the evaluated samples of a run (index, labels, clean predictions).
 - ``diagnostics``  the gradient-masking checks of a run's latest evaluation.
+- ``experiments``  the experiment documents (title, table layout, the paper's numbers).
+- ``analyses``     analyses of trained models (``robustloss analyze``, or an experiment's
+                   ``analyses:`` block): which models, the parameters, the PNG/CSV files
+                   written, and a small summary table for the report.
 
 Schema changes go through ``MIGRATIONS``: append ``(version, script)``; opening an older file
 applies the missing scripts, one transaction each. Blobs are read with ``allow_pickle=False``,
@@ -167,7 +171,24 @@ CREATE TABLE experiments (
 );
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _SCHEMA_V1), (2, _SCHEMA_V2)]
+# Version 3: analyses of trained models, keyed by what they were computed from, so a report
+# can pick up every analysis of its models and a repeated analysis replaces the old one.
+_SCHEMA_V3 = """
+CREATE TABLE analyses (
+    id           INTEGER PRIMARY KEY,
+    key          TEXT NOT NULL UNIQUE,
+    experiment   TEXT NOT NULL DEFAULT '',
+    scale        TEXT NOT NULL DEFAULT '',
+    name         TEXT NOT NULL,
+    models_json  TEXT NOT NULL,
+    params_json  TEXT NOT NULL,
+    files_json   TEXT NOT NULL,
+    summary_json TEXT NOT NULL,
+    created_at   TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: list[tuple[int, str]] = [(1, _SCHEMA_V1), (2, _SCHEMA_V2), (3, _SCHEMA_V3)]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -189,6 +210,20 @@ class RunRow:
     updated_at: str
     started_at: str | None
     finished_at: str | None
+
+
+@dataclass
+class AnalysisRow:
+    id: int
+    key: str
+    experiment: str
+    scale: str
+    name: str
+    models: dict[str, str]  # label -> train hash (model folder name)
+    params: dict
+    files: list[str]  # absolute, or relative to the store's folder
+    summary: list[dict]
+    created_at: str
 
 
 @dataclass
@@ -421,6 +456,41 @@ class ResultsStore:
             "SELECT id, hash, experiment, name, kind, config_json, train_hash, model_dir, run_dir, code_revision,"
             f" status, error, created_at, updated_at, started_at, finished_at FROM runs {clause}", args)
         return [RunRow(*r[:5], json.loads(r[5]), *r[6:]) for r in cursor]
+
+    # -- analyses ------------------------------------------------------------------------------
+
+    def save_analysis(self, *, name: str, models: dict[str, str], params: dict, files: list[str],
+                      summary: list[dict], experiment: str = "", scale: str = "") -> int:
+        """Record an analysis; the same analysis (name, models, parameters, experiment, scale)
+        computed again replaces the earlier row."""
+        key = _canonical({"name": name, "models": models, "params": params, "experiment": experiment,
+                          "scale": scale})
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO analyses (key, experiment, scale, name, models_json, params_json, files_json,"
+                " summary_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET files_json = excluded.files_json,"
+                " summary_json = excluded.summary_json, created_at = excluded.created_at",
+                (key, experiment, scale, name, _canonical(models), _canonical(params), json.dumps(files),
+                 json.dumps(summary, default=_json_default), _now()))
+            return int(self._conn.execute("SELECT id FROM analyses WHERE key = ?", (key,)).fetchone()[0])
+
+    def analyses(self, experiment: str | None = None, scale: str | None = None,
+                 model_hashes: set[str] | None = None) -> list[AnalysisRow]:
+        """Analyses of an experiment (at a scale), plus, with ``model_hashes``, every analysis
+        whose models all belong to that set (e.g. ones run by hand with ``robustloss analyze``)."""
+        cursor = self._conn.execute(
+            "SELECT id, key, experiment, scale, name, models_json, params_json, files_json, summary_json,"
+            " created_at FROM analyses ORDER BY id")
+        rows = [AnalysisRow(i, k, e, s, n, json.loads(m), json.loads(p), json.loads(f), json.loads(su), c)
+                for i, k, e, s, n, m, p, f, su, c in cursor]
+
+        def wanted(row: AnalysisRow) -> bool:
+            if experiment is not None and row.experiment == experiment and scale in (None, row.scale):
+                return True
+            return model_hashes is not None and bool(row.models) and set(row.models.values()) <= model_hashes
+
+        return rows if experiment is None and model_hashes is None else [r for r in rows if wanted(r)]
 
     # -- grid cells ----------------------------------------------------------------------------
 

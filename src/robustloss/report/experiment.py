@@ -66,6 +66,7 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
                  log: Callable[[str], None] = print) -> ReportFiles:
     from robustloss.report.html import build_html
     from robustloss.report.render import diagnostics_markdown, to_csv, to_latex, to_markdown, write_text_atomic
+    from robustloss.report.analyses import collect_analyses
     from robustloss.report.sweep import write_sweep
 
     scale, document = _document(store, experiment, scale)
@@ -83,7 +84,8 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{experiment}-{scale}"
     sweep = write_sweep(store, experiment, scale, out, stem) if file.get("sweep") else None
-    markdown = to_markdown(table) + (sweep.markdown() if sweep else "")
+    analyses = collect_analyses(store, experiment, scale, {store.get_run(r.run_id).train_hash for r in runs})
+    markdown = to_markdown(table) + (sweep.markdown() if sweep else "") + analyses.markdown(out)
     diag_blocks = [(_run_label(r), r.diagnostics) for r in runs if r.diagnostics]
     if diag_blocks:
         markdown += "\n## Gradient-masking diagnostics\n"
@@ -100,6 +102,7 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     for path, caption in plots:
         blocks.append(("image", (path, caption)))
     blocks += sweep.html_blocks() if sweep else []
+    blocks += analyses.html_blocks()
     if diag_blocks:
         blocks.append(("heading", "Gradient-masking diagnostics"))
         blocks += [("diagnostics", block) for block in diag_blocks]
@@ -107,7 +110,7 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     html_path = build_html(table.title, blocks, out / f"{stem}.html")
     log(f"report: {html_path}")
     plots += sweep.plots if sweep else []
-    return ReportFiles(out, md_path, csv_path, tex_path, html_path, [p for p, _ in plots], table,
+    return ReportFiles(out, md_path, csv_path, tex_path, html_path, [p for p, _ in plots] + analyses.plots, table,
                        sweep.csv if sweep else None)
 
 

@@ -1,0 +1,85 @@
+"""PNG of t-SNE feature embeddings: one panel per run, clean samples as dots coloured by class,
+successful adversarial examples as '+' (the PC paper's marker, Fig. 3b/d).
+
+An adversarial '+' has the colour of its *true* class, so a '+' of one colour inside another
+colour's cluster shows an example that the attack carried into the adversarial class's region.
+``adversarial_colour="predicted"`` colours it by the adversarial class instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from robustloss.analysis.embedding import FeatureEmbedding
+from robustloss.report.plots import _pyplot, _save
+
+LEGEND_MAX_CLASSES = 20  # more classes than this (CIFAR-100) make a legend that hides the plot
+
+
+def class_colours(num_classes: int) -> np.ndarray:
+    """(num_classes, 4) RGBA: tab10 / tab20 where they suffice, an evenly spaced spectrum beyond."""
+    plt = _pyplot()
+    if num_classes <= 10:
+        return np.asarray(plt.get_cmap("tab10").colors)[:num_classes]
+    if num_classes <= 20:
+        return np.asarray(plt.get_cmap("tab20").colors)[:num_classes]
+    return plt.get_cmap("nipy_spectral")(np.linspace(0.05, 0.95, num_classes))
+
+
+def class_legend_handles(num_classes: int, class_names: Sequence[str] | None = None) -> list:
+    from matplotlib.lines import Line2D
+
+    colours = class_colours(num_classes)
+    names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
+    return [Line2D([], [], marker="o", linestyle="", color=colours[k], markersize=6, label=names[k])
+            for k in range(num_classes)]
+
+
+def plot_embeddings(
+    embeddings: dict[str, FeatureEmbedding],
+    path: str | Path,
+    *,
+    title: str = "",
+    class_names: Sequence[str] | None = None,
+    adversarial_colour: Literal["true", "predicted"] = "true",
+) -> Path:
+    """One t-SNE panel per run (dict key = panel title); returns the written PNG path."""
+    if not embeddings:
+        raise ValueError("plot_embeddings needs at least one embedding")
+    if adversarial_colour not in ("true", "predicted"):
+        raise ValueError(f"adversarial_colour must be 'true' or 'predicted', got {adversarial_colour!r}")
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    num_classes = max(int(e.labels.max()) + 1 if len(e.labels) else 0 for e in embeddings.values())
+    if class_names is not None:
+        num_classes = max(num_classes, len(class_names))
+    colours = class_colours(num_classes)
+    fig, axes = plt.subplots(1, len(embeddings), figsize=(6 * len(embeddings) + 1.5, 6), squeeze=False)
+    for ax, (label, e) in zip(axes[0], embeddings.items()):
+        clean, adv = ~e.adversarial, e.adversarial
+        ax.scatter(*e.coordinates[clean].T, c=colours[e.labels[clean]], s=6, alpha=0.55, linewidths=0)
+        adv_classes = e.labels[adv] if adversarial_colour == "true" else e.predictions[adv]
+        # A dark outline under each '+' keeps it visible on top of a cluster of its own colour.
+        ax.scatter(*e.coordinates[adv].T, c="black", marker="+", s=46, linewidths=2.2, alpha=0.7)
+        ax.scatter(*e.coordinates[adv].T, c=colours[adv_classes], marker="+", s=36, linewidths=1.2)
+        eps = "" if e.eps is None else f", ε={e.eps:g}"
+        ax.set_title(f"{label}\n{int(adv.sum())}/{e.attacked} fooled by {e.attack}{eps} "
+                     f"({100 * e.success_rate:.1f}%)", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = class_legend_handles(num_classes, class_names) if num_classes <= LEGEND_MAX_CLASSES else []
+    handles += [
+        Line2D([], [], marker="o", linestyle="", color="grey", markersize=5, label="clean test sample"),
+        Line2D([], [], marker="+", linestyle="", color="grey", markersize=9, markeredgewidth=1.6,
+               label=f"adversarial example\n(colour: {adversarial_colour} class)"),
+    ]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    method = ", ".join(sorted({e.method for e in embeddings.values()}))
+    fig.suptitle(title or f"t-SNE of penultimate features ({method}); colour = class, '+' = successful "
+                          f"adversarial example coloured by its {adversarial_colour} class", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 0.97))
+    return _save(fig, path)
