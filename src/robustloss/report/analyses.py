@@ -61,7 +61,9 @@ def collect_analyses(store: ResultsStore, experiment: str, scale: str, model_has
 
 
 def _title(row: AnalysisRow) -> str:
-    models = ", ".join(row.models)
+    # The store keeps the models sorted (for its key); the summary keeps the analysis's own order.
+    ordered = list(dict.fromkeys(r["model"] for r in row.summary if "model" in r))
+    models = ", ".join(ordered + [m for m in row.models if m not in ordered])
     return f"{TITLES.get(row.name, row.name)}: {models}"
 
 
