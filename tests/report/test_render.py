@@ -137,3 +137,23 @@ def test_diagnostics_markdown():
     assert lines[3] == "| 2 | accuracy falls with eps | pass | monotone |"
     assert "| 3 | transfer | n/a |" in lines[4]
     assert diagnostics_markdown([]).strip() == "_No diagnostics._"
+
+
+def test_a_table_without_published_numbers_shows_only_our_columns():
+    from robustloss.report.html import table_html
+    from robustloss.report.render import to_latex, to_markdown
+    from robustloss.report.table import Cell, ReportTable, TableRow, TableSection
+
+    row = TableRow(row="PGD", param=0.1, metric="accuracy",
+                   cells={"CE": Cell(mean=54.4), "CE+PGD-AT": Cell(mean=92.8)})
+    table = ReportTable("AT recipes", ["CE", "CE+PGD-AT"], [TableSection("", [row])])
+    assert not table.has_published
+    markdown = to_markdown(table)
+    assert "| Attack | ε | CE | CE+PGD-AT |" in markdown and "paper" not in markdown and "Δ" not in markdown
+    assert "54.4 | 92.8 |" in markdown
+    latex = to_latex(table)
+    assert "tabular}{llrr}" in latex and "paper" not in latex
+    page = table_html(table)
+    assert "paper" not in page and "Δ" not in page
+    row.cells["CE"] = Cell(mean=54.4, paper=49.0)
+    assert table.has_published and "CE paper" in to_markdown(table)

@@ -83,7 +83,10 @@ def _bullets(items: list[str], cls: str = "") -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _table_head(columns: list[str]) -> str:
+def _table_head(columns: list[str], compare: bool = True) -> str:
+    if not compare:
+        names = "".join(_element("th", html_escape(c), "num") for c in columns)
+        return f"<thead><tr><th>Attack</th><th>ε</th>{names}</tr></thead>"
     top = '<th rowspan="2">Attack</th><th rowspan="2">ε</th>'
     top += "".join(_element("th", html_escape(c), "center", colspan="3") for c in columns)
     sub = "".join('<th class="num">ours</th><th class="num">paper</th><th class="num">Δ</th>' for _ in columns)
@@ -102,7 +105,7 @@ def _diff_class(row: TableRow, column: str) -> str:
     return "pos" if diff >= 0 else "neg"
 
 
-def _table_row(label: str, row: TableRow, columns: list[str]) -> str:
+def _table_row(label: str, row: TableRow, columns: list[str], compare: bool = True) -> str:
     worst = is_worst_case(row.row)
     shown = html_escape(label)
     if shown and worst:
@@ -110,16 +113,18 @@ def _table_row(label: str, row: TableRow, columns: list[str]) -> str:
     cells = [_element("td", shown), _number_cell(row.shown_param)]
     for column in columns:
         cell = cell_of(row, column)
-        cells += [_number_cell(format_ours(cell, row.metric)), _number_cell(format_value(cell.paper, row.metric)),
-                  _number_cell(format_diff(cell, row.metric), _diff_class(row, column))]
+        cells.append(_number_cell(format_ours(cell, row.metric)))
+        if compare:
+            cells += [_number_cell(format_value(cell.paper, row.metric)),
+                      _number_cell(format_diff(cell, row.metric), _diff_class(row, column))]
     return _element("tr", "".join(cells), "worst" if worst else "")
 
 
-def _section_html(section: TableSection, columns: list[str]) -> str:
+def _section_html(section: TableSection, columns: list[str], compare: bool = True) -> str:
     parts = [_element("h4", html_escape(section.name))] if section.name else []
     if section.rows:
-        body = "".join(_table_row(label, row, columns) for label, row in labelled_rows(section))
-        parts.append(_element("table", _table_head(columns) + _element("tbody", body), "report"))
+        body = "".join(_table_row(label, row, columns, compare) for label, row in labelled_rows(section))
+        parts.append(_element("table", _table_head(columns, compare) + _element("tbody", body), "report"))
     else:
         parts.append(_element("p", "No rows.", "legend"))
     parts.append(_bullets(section.notes, "notes"))
@@ -129,9 +134,10 @@ def _section_html(section: TableSection, columns: list[str]) -> str:
 def table_html(table: ReportTable) -> str:
     """A ReportTable in the same layout as its Markdown: one table per section, notes beneath."""
     parts = [_element("h3", html_escape(table.title))]
-    parts += [_section_html(section, table.columns) for section in table.sections]
+    parts += [_section_html(section, table.columns, table.has_published) for section in table.sections]
     parts.append(_bullets(table.notes, "notes"))
-    parts.append(_element("p", html_escape(DIFF_LEGEND), "legend"))
+    if table.has_published:
+        parts.append(_element("p", html_escape(DIFF_LEGEND), "legend"))
     return _element("section", "\n".join(p for p in parts if p), "report-table")
 
 

@@ -114,19 +114,20 @@ def _md_row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _md_header(columns: list[str]) -> list[str]:
+def _md_header(columns: list[str], compare: bool = True) -> list[str]:
     header = ["Attack", "ε"]
     for column in columns:
-        header += [f"{_md_escape(column)} ours", f"{_md_escape(column)} paper", "Δ"]
+        header += [f"{_md_escape(column)} ours", f"{_md_escape(column)} paper", "Δ"] if compare else [
+            _md_escape(column)]
     # Numbers are right-aligned so decimal points line up.
-    separator = "|---|---|" + "---:|" * (3 * len(columns))
+    separator = "|---|---|" + "---:|" * ((3 if compare else 1) * len(columns))
     return [_md_row(header), separator]
 
 
-def _md_section_table(section: TableSection, columns: list[str]) -> list[str]:
+def _md_section_table(section: TableSection, columns: list[str], compare: bool = True) -> list[str]:
     if not section.rows:
         return ["_No rows._"]
-    lines = _md_header(columns)
+    lines = _md_header(columns, compare)
     for label, row in labelled_rows(section):
         shown = _md_escape(label)
         if shown and is_worst_case(row.row):
@@ -134,8 +135,9 @@ def _md_section_table(section: TableSection, columns: list[str]) -> list[str]:
         cells = [shown, row.shown_param]
         for column in columns:
             cell = cell_of(row, column)
-            cells += [format_ours(cell, row.metric), format_value(cell.paper, row.metric),
-                      format_diff(cell, row.metric)]
+            cells += [format_ours(cell, row.metric)]
+            if compare:
+                cells += [format_value(cell.paper, row.metric), format_diff(cell, row.metric)]
         lines.append(_md_row(cells))
     return lines
 
@@ -149,7 +151,7 @@ def to_markdown(table: ReportTable) -> str:
     for section in table.sections:
         if section.name:
             lines += [f"### {section.name}", ""]
-        lines += _md_section_table(section, table.columns) + [""]
+        lines += _md_section_table(section, table.columns, table.has_published) + [""]
         if section.notes:
             lines += _md_bullets(section.notes) + [""]
     if table.notes:
@@ -232,14 +234,16 @@ def _latex_diff(cell: Cell, metric: str) -> str:
     return "---" if text == MISSING else f"${text}$"
 
 
-def _latex_header(columns: list[str]) -> list[str]:
+def _latex_header(columns: list[str], compare: bool = True) -> list[str]:
+    if not compare:
+        return [rf"Attack & $\epsilon$ & {' & '.join(latex_escape(c) for c in columns)} \\"]
     spans = " & ".join(rf"\multicolumn{{3}}{{c}}{{{latex_escape(c)}}}" for c in columns)
     rules = "".join(rf"\cmidrule(lr){{{3 + 3 * i}-{5 + 3 * i}}}" for i in range(len(columns)))
     names = " & ".join(r"ours & paper & $\Delta$" for _ in columns)
     return [rf" & & {spans} \\", rules, rf"Attack & $\epsilon$ & {names} \\"]
 
 
-def _latex_section(section: TableSection, columns: list[str], width: int) -> list[str]:
+def _latex_section(section: TableSection, columns: list[str], width: int, compare: bool = True) -> list[str]:
     lines = []
     if section.name:
         lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(section.name)}}}}} \\")
@@ -250,8 +254,9 @@ def _latex_section(section: TableSection, columns: list[str], width: int) -> lis
         cells = [shown, latex_escape(row.shown_param)]
         for column in columns:
             cell = cell_of(row, column)
-            cells += [_latex_ours(cell, row.metric), _latex_number(cell.paper, row.metric),
-                      _latex_diff(cell, row.metric)]
+            cells += [_latex_ours(cell, row.metric)]
+            if compare:
+                cells += [_latex_number(cell.paper, row.metric), _latex_diff(cell, row.metric)]
         lines.append(" & ".join(cells) + r" \\")
     for note in section.notes:
         lines.append(rf"\multicolumn{{{width}}}{{l}}{{\footnotesize {latex_escape(note)}}} \\")
@@ -260,13 +265,15 @@ def _latex_section(section: TableSection, columns: list[str], width: int) -> lis
 
 def to_latex(table: ReportTable) -> str:
     """A complete `table` float; needs \\usepackage{booktabs} in the preamble."""
-    width = 2 + 3 * len(table.columns)
+    compare = table.has_published
+    per_column = 3 if compare else 1
+    width = 2 + per_column * len(table.columns)
     lines = [r"\begin{table}[htbp]", r"\centering", rf"\caption{{{latex_escape(table.title)}}}",
-             r"\begin{tabular}{ll" + "rrr" * len(table.columns) + "}", r"\toprule"]
-    lines += _latex_header(table.columns)
+             r"\begin{tabular}{ll" + "r" * per_column * len(table.columns) + "}", r"\toprule"]
+    lines += _latex_header(table.columns, compare)
     for section in table.sections:
         lines.append(r"\midrule")
-        lines += _latex_section(section, table.columns, width)
+        lines += _latex_section(section, table.columns, width, compare)
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
         # Notes sit under the tabular, small, one per line.

@@ -49,3 +49,9 @@ class ReportTable:
     columns: list[str]  # methods, in the paper's order
     sections: list[TableSection] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_published(self) -> bool:
+        """Whether any cell has a paper value: without one (our own comparisons, such as
+        at_recipes) the renderers show only our columns, not empty paper and Δ ones."""
+        return any(cell.paper is not None for s in self.sections for r in s.rows for cell in r.cells.values())
