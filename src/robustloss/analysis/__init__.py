@@ -1,6 +1,14 @@
-"""Analyses of how models fail (the PC paper's Fig. 2 and probability gaps)."""
+"""Analyses of how models fail: probability gaps, the misclassification rank of adversarial
+examples (PC paper, Fig. 2), t-SNE feature embeddings with adversarial examples (PC Fig. 1/3)
+and low-dimensional feature spaces with attack trajectories (MMC, I-SCE Fig. 4).
+
+Each is a function here and a registered analysis (``robustloss.analysis.registry``) that the
+CLI (``robustloss analyze NAME RUN...``) and experiment files (``analyses:``) run alike.
+"""
 
 from robustloss.analysis.probability_gap import GapSummary, probability_gaps, summarize_gaps
 from robustloss.analysis.rank import RankStudy, class_rank, misclassification_ranks
+from robustloss.analysis.registry import Subject, analysis_names, run_analysis
 
-__all__ = ["GapSummary", "probability_gaps", "summarize_gaps", "RankStudy", "class_rank", "misclassification_ranks"]
+__all__ = ["GapSummary", "probability_gaps", "summarize_gaps", "RankStudy", "class_rank", "misclassification_ranks",
+           "Subject", "analysis_names", "run_analysis"]

@@ -283,6 +283,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     failed = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} cells done"
           + (f"; {len(failed)} failed (see `robustloss ls --status failed`)" if failed else ""))
+    for failure in runner.analysis_failures:
+        print(f"analysis failed: {failure}", file=sys.stderr)
+    failed += runner.analysis_failures
     out = Path(args.out) if args.out else root / "reports"
     files = build_report(store, experiment.name, out, scale=experiment.scale, log=lambda _: None)
     print(f"Sweep values: {files.sweep_csv}")
