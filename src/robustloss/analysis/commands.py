@@ -20,8 +20,7 @@ from pathlib import Path
 
 from robustloss.analysis.tsne import TSNE_METHODS
 from robustloss.errors import ConfigError
-
-STORE_FILE = "results.sqlite"
+from robustloss.experiments.runner import STORE_FILE
 
 
 def add_command(sub) -> None:

@@ -98,8 +98,24 @@ def open_store(args: argparse.Namespace, must_exist: bool = True):
     return ResultsStore(path)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run_grid(args: argparse.Namespace, experiment, tensorboard: bool = False) -> tuple:
+    """Run every cell (and the analyses) at --root; print the tally. Returns (store, root, failures)."""
     from robustloss.experiments.runner import ExperimentRunner
+
+    store = open_store(args, must_exist=False)
+    root = Path(args.root)
+    runner = ExperimentRunner(root, store=store, device=args.device, data_dir=args.data_dir,
+                              progress=not args.no_progress, tensorboard=tensorboard)
+    outcomes = runner.run(experiment)
+    failed: list = [o for o in outcomes if o.status == "failed"]
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} cells done"
+          + (f"; {len(failed)} failed (see `robustloss ls --status failed`)" if failed else ""))
+    for failure in runner.analysis_failures:
+        print(f"analysis failed: {failure}", file=sys.stderr)
+    return store, root, failed + runner.analysis_failures
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from robustloss.experiments.schema import load_experiment
 
     experiment = load_experiment(args.config, args.scale, args.overrides)
@@ -116,17 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for analysis in experiment.file.analyses:
             print(f"  then analysis {analysis.name} {analysis.params or ''}")
         return 0
-    store = open_store(args, must_exist=False)
-    root = Path(args.root)
-    runner = ExperimentRunner(root, store=store, device=args.device, data_dir=args.data_dir,
-                              progress=not args.no_progress, tensorboard=args.tensorboard)
-    outcomes = runner.run(experiment)
-    failed = [o for o in outcomes if o.status == "failed"]
-    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} cells done"
-          + (f"; {len(failed)} failed (see `robustloss ls --status failed`)" if failed else ""))
-    for failure in runner.analysis_failures:
-        print(f"analysis failed: {failure}", file=sys.stderr)
-    failed += runner.analysis_failures
+    store, root, failed = _run_grid(args, experiment, tensorboard=args.tensorboard)
     if args.report and not failed:
         from robustloss.report.experiment import build_report
 
@@ -249,7 +255,6 @@ def sweep_overrides(raw: dict, axes: list[SweepAxis], metric: str | None = None,
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from robustloss.config import load_yaml
-    from robustloss.experiments.runner import ExperimentRunner
     from robustloss.experiments.schema import check_axis_changes_runs, load_experiment
     from robustloss.report.experiment import build_report, seed_axes
 
@@ -275,17 +280,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for cell in cells:
             print(f"  {cell.hash}  model {cell.train_hash}  {cell.name}")
         return 0
-    store = open_store(args, must_exist=False)
-    root = Path(args.root)
-    runner = ExperimentRunner(root, store=store, device=args.device, data_dir=args.data_dir,
-                              progress=not args.no_progress)
-    outcomes = runner.run(experiment)
-    failed = [o for o in outcomes if o.status == "failed"]
-    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} cells done"
-          + (f"; {len(failed)} failed (see `robustloss ls --status failed`)" if failed else ""))
-    for failure in runner.analysis_failures:
-        print(f"analysis failed: {failure}", file=sys.stderr)
-    failed += runner.analysis_failures
+    store, root, failed = _run_grid(args, experiment)
     out = Path(args.out) if args.out else root / "reports"
     files = build_report(store, experiment.name, out, scale=experiment.scale, log=lambda _: None)
     print(f"Sweep values: {files.sweep_csv}")

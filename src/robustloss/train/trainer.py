@@ -29,7 +29,6 @@ from typing import Callable, Iterable
 
 import torch
 import yaml
-from torch import Tensor
 
 from robustloss.checkpoint import atomic_save, safe_load
 from robustloss.config import from_dict, to_dict
