@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    if hasattr(args, "device"):
+        _join_torchrun_job(args)
     try:
         return args.handler(args) or 0
     except RobustlossError as err:
@@ -29,6 +32,19 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; finished epochs and evaluation chunks are kept: re-run the same command to continue "
               "(`robustloss train` needs --resume)", file=sys.stderr)
         return 130
+
+
+def _join_torchrun_job(args: argparse.Namespace) -> None:
+    """Under ``torchrun``: join the process group, take this rank's GPU, and keep every rank but
+    rank 0 quiet on stdout (they run the same command; one copy of its output is enough)."""
+    from robustloss import distributed
+
+    if not distributed.launched_by_torchrun():
+        return
+    state, args.device = distributed.setup(args.device)
+    if state is not None and not state.is_main:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        args.no_progress = True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-param", action="append", default=[], metavar="KEY=VALUE",
                        help="model option, e.g. feature_dim=2 (repeatable)")
     _add_adversarial_flags(train)
+    _add_speed_flags(train)
     train.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
                        help="set any TrainConfig value, e.g. adversarial.guard.drop=0.3 (repeatable; applied last)")
     train.add_argument("--out", required=True, help="run directory")
@@ -98,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--save-adv", action="store_true", help="save successful adversarial examples under OUT/adversarial")
     ev.add_argument("--no-cache", action="store_true", help="do not keep finished chunks (no resume)")
     ev.add_argument("--n-test", type=int, default=None, help="evaluate only the first N test samples")
+    ev.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: budgeted attacks take their gradient steps under bf16 autocast (faster on "
+                         "GPUs); every verdict is still an fp32 forward pass, and C&W/DeepFool stay fp32")
     ev.add_argument("--batch-size", type=int, default=500)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", help="where to write results (default: RUN/eval)")
@@ -141,6 +161,18 @@ def _add_adversarial_flags(p: argparse.ArgumentParser) -> None:
                     help="catastrophic-overfitting guard: held-out PGD after every epoch, stop or roll back on collapse")
     at.add_argument("--guard-drop", type=float, help="accuracy drop that counts as a collapse (default 0.2)")
     at.add_argument("--guard-held-out", type=int, help="training samples held out for the guard (default 512)")
+
+
+def _add_speed_flags(p: argparse.ArgumentParser) -> None:
+    speed = p.add_argument_group(
+        "speed", "Opt-in settings for a faster run on one device; each sets the TrainConfig key of the same name.")
+    speed.add_argument("--precision", choices=["fp32", "bf16"],
+                       help="bf16: forward passes under bfloat16 autocast, losses in float32 (default fp32)")
+    speed.add_argument("--channels-last", action="store_true", help="NHWC memory format for the model and batches")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the model for the training steps")
+    speed.add_argument("--data-on-device", choices=["auto", "always", "never"],
+                       help="keep the training split on the GPU: auto (when it fits in half the free memory; "
+                            "default), always, never")
 
 
 def _adversarial_from_flags(args: argparse.Namespace, raw: dict[str, Any]) -> None:
@@ -197,9 +229,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     raw: dict[str, Any] = load_yaml(args.config) if args.config else {}
     if args.config:
         from_dict(TrainConfig, raw)  # report errors against the file before applying flags
-    for key in ("dataset", "model", "batch_size", "seed", "max_train_samples"):
+    for key in ("dataset", "model", "batch_size", "seed", "max_train_samples", "precision", "data_on_device"):
         if getattr(args, key) is not None:
             raw[key] = getattr(args, key)
+    for key in ("channels_last", "compile"):  # switches: only turn a setting on, like --adv-targeted
+        if getattr(args, key):
+            raw[key] = True
     for item in args.model_param:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -288,7 +323,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         model, data.test, plan, batch_size=args.batch_size, seed=args.seed, device=args.device,
         max_samples=args.n_test, mode=args.mode, cache_dir=None if args.no_cache else out / "chunks",
         save_adversarial=out / "adversarial" if args.save_adv else None, progress=not args.no_progress,
-        meta={"run": str(run), "dataset": config.dataset},
+        meta={"run": str(run), "dataset": config.dataset}, precision=args.precision,
     )
     diagnostics = []
     if args.diagnostics:
@@ -296,6 +331,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                                            device=next(model.parameters()).device)
         diagnostics = diagnose(evaluation)
         evaluation.meta["diagnostics"] = [dataclasses.asdict(d) for d in diagnostics]
+    from robustloss import distributed
+
+    if not distributed.is_main():  # under torchrun every rank holds the whole evaluation; rank 0 writes it
+        return 0
     evaluation.save(out / "records.npz")
     method = config.recipe[-1].loss
     recipe = " -> ".join(f"{p.loss} x{p.epochs}" for p in config.recipe)

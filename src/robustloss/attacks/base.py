@@ -1,7 +1,7 @@
 """The attack contract.
 
 ``attack = create_attack("pgd", eps=0.3, steps=40)`` fixes the hyper-parameters (keyword
-only). ``attack(model, x, y, target=None, generator=None) -> AttackResult`` then:
+only). ``attack(model, x, y, target=None, generator=None, precision="fp32") -> AttackResult`` then:
 
 * works on images in [0, 1] and returns images in [0, 1];
 * puts the model in eval mode for the attack and restores its mode afterwards; model
@@ -13,6 +13,11 @@ only). ``attack(model, x, y, target=None, generator=None) -> AttackResult`` then
   rotation). Minimum-norm attacks (C&W, DeepFool) take ``eps=None`` to run unbounded and
   report the distance they needed; with a number they are held to that budget;
 * judges success with one final forward pass on the returned images.
+
+``precision="bf16"`` runs the attack's own forward passes (its gradient steps) under bfloat16
+autocast for speed; the final forward pass that judges success is always float32 with autocast
+off, even inside a caller's autocast region, so a sample is never reported fooled because of a
+bf16 rounding artefact (see ``robustloss.attacks.precision``).
 
 Subclasses implement ``run``, which returns the adversarial images and the number of model
 evaluations each sample needed.
@@ -29,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from robustloss.attacks.objectives import Objective, check_objective_name, get_objective, resolve_objective
+from robustloss.attacks.precision import autocast_context, check_precision, full_precision
 from robustloss.errors import AttackBudgetError
 
 # Slack for float32 round-off in x + delta and clamping.
@@ -79,7 +85,9 @@ class Attack:
         *,
         target: Tensor | None = None,
         generator: torch.Generator | None = None,
+        precision: str = "fp32",
     ) -> AttackResult:
+        check_precision(precision)
         if x.dim() != 4:
             raise ValueError(f"attacks take NCHW image batches, got shape {tuple(x.shape)}")
         if float(x.min()) < 0 or float(x.max()) > 1:
@@ -92,11 +100,11 @@ class Attack:
         was_training = model.training
         model.eval()
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), autocast_context(precision, x.device):
                 x_adv, queries = self.run(model, x, y, goal, get_objective(objective) if objective else None, generator)
-            x_adv = x_adv.detach()
+            x_adv = x_adv.detach().to(x.dtype)  # a bf16 step must not leak into the returned images
             self._check_budget(x, x_adv)
-            with torch.no_grad():
+            with torch.no_grad(), full_precision(x.device):  # the verdict: always float32
                 pred = model(x_adv).argmax(dim=1)
         finally:
             model.train(was_training)

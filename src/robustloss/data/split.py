@@ -2,7 +2,9 @@
 
 Images stay in their storage dtype (uint8 for every real dataset) so that CIFAR or Tiny
 ImageNet fit in memory four times over; ``batch`` converts to float32 in [0, 1] only for
-the samples a step needs.
+the samples a step needs. ``to(device)`` moves a whole split, e.g. onto the GPU so that a
+training step indexes, converts and augments its batch there without a host-to-device copy;
+``batch`` then takes indices on that device.
 """
 
 from __future__ import annotations
@@ -43,6 +45,27 @@ class ImageSplit:
     def x(self) -> Tensor:
         """All images as float32 in [0, 1] (materialises the whole split)."""
         return to_float(self.images)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the split's tensors occupy (what moving it to a device costs)."""
+        tensors = [self.images, self.labels, *self.extra_labels.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def to(self, device: torch.device | str) -> "ImageSplit":
+        """The same split with every tensor on ``device``, in its storage dtype (uint8 stays
+        uint8: a quarter of float32's memory); ``self`` when it already is there."""
+        if self.images.device == torch.device(device):
+            return self
+        return ImageSplit(
+            self.images.to(device),
+            self.labels.to(device),
+            {k: v.to(device) for k, v in self.extra_labels.items()},
+        )
 
     def subset(self, index: Tensor | slice) -> "ImageSplit":
         return ImageSplit(

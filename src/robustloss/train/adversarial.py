@@ -79,6 +79,11 @@ def perturb(
     taken with ``torch.autograd.grad`` with respect to the input only, so no parameter ``.grad``
     is accumulated. ``generator`` (a CPU generator) supplies the random start; ``start``, when
     given, replaces it with a chosen starting point (projected into the ball first).
+
+    Under the training step's bf16 autocast (``precision: bf16``) the forward passes run in
+    bfloat16, which only makes the gradient's direction coarser; ``x``, ``x_adv`` and the
+    gradient with respect to ``x_adv`` stay float32 (autocast lowers only the model's matmuls
+    and convolutions), so the step, the projection and the clipping are exact float32.
     """
     if eps.shape != (len(x),) or step_size.shape != (len(x),):
         raise ValueError(f"eps and step_size need one value per example ({len(x)}), "

@@ -8,6 +8,11 @@ MMC paper (Table 1) uses 10-step PGD at eps = 8/255, untargeted or with random t
 Beyond the papers: FGSM with a random start ("fast" AT, Wong et al. 2020) guarded against
 catastrophic overfitting (``guard:``), and TRADES (Zhang et al. 2019).
 New fields default to None/off so that configs which do not set them hash as before.
+
+Speed settings for one device (``robustloss.train.speed``): ``data_on_device`` keeps the
+training split on the GPU when it fits, so batches are indexed and augmented there; ``precision:
+bf16`` runs forward passes under bfloat16 autocast (losses stay float32); ``channels_last`` and
+``compile`` are opt-in because their benefit depends on the model and the hardware.
 """
 
 from __future__ import annotations
@@ -203,6 +208,12 @@ class TrainConfig:
     # Train on a class-stratified subset of this many training samples (CI-sized smoke runs).
     max_train_samples: int | None = None
     adversarial: AdversarialConfig | None = None
+    # auto: the training split goes to the GPU when it takes at most half of its free memory
+    # (on CPU it already is in the memory the model reads); never: batches are copied from the host.
+    data_on_device: Literal["auto", "always", "never"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward passes; losses stay float32
+    channels_last: bool = False  # NHWC memory format for model and batches (faster convolutions on many GPUs)
+    compile: bool = False  # torch.compile the model's backbone for training (first steps slow while it compiles)
 
     def __post_init__(self) -> None:
         if not self.recipe:

@@ -1,5 +1,11 @@
 """One epoch of training: shuffle with the run's generator, augment, optionally replace part of
-the batch by adversarial examples, step, watch for NaN."""
+the batch by adversarial examples, step, watch for NaN.
+
+The split may live on the training device (``ImageSplit.to``): the shuffle is still drawn on
+the CPU generator and only the index moves, so the order is the same wherever the data is.
+``precision="bf16"`` runs the step's forward passes (adversarial crafting included) under
+autocast, with the loss in float32 (``robustloss.train.speed``).
+"""
 
 from __future__ import annotations
 
@@ -9,20 +15,22 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from robustloss.attacks.precision import full_precision
 from robustloss.data.split import ImageSplit
 from robustloss.errors import NonFiniteLossError
 from robustloss.losses.base import Loss
 from robustloss.models.classifier import Classifier
-
+from robustloss.train.speed import autocast_context, full_precision_loss, prepare_batch
 
 
 class AdversarialHook(Protocol):
     """One adversarial training step's loss. Implementations: ``AdversarialTraining`` (mixes
     adversarial examples into the batch) and ``TradesTraining`` (adds a KL term)."""
 
-    def step_loss(self, loss_fn: Loss, x: Tensor, y: Tensor, generator: torch.Generator
+    def step_loss(self, loss_fn: Callable[..., Tensor], x: Tensor, y: Tensor, generator: torch.Generator
                   ) -> tuple[Tensor, Tensor, int]:
-        """(loss, logits of the examples trained on, how many of them are adversarial)"""
+        """(loss, logits of the examples trained on, how many of them are adversarial); ``loss_fn``
+        is the phase's loss, or its float32 guard under bf16 (``FullPrecisionLoss``)."""
 
 
 def train_one_epoch(
@@ -38,24 +46,29 @@ def train_one_epoch(
     desc: str = "",
     progress: bool = True,
     adversarial: AdversarialHook | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """Train for one epoch; returns mean train_loss and train_acc over the batches as trained
     (with ``adversarial``, over the mixed clean/adversarial batches, plus ``adv_fraction``)."""
     model.train()
-    order = torch.randperm(len(split), generator=generator)
+    order = torch.randperm(len(split), generator=generator).to(split.device)
+    step_loss_fn = full_precision_loss(loss_fn, precision)
     total_loss, total_correct, seen, adversarial_seen = 0.0, 0, 0, 0
     bar = tqdm(range(0, len(split), batch_size), desc=desc, leave=False, disable=not progress, unit="batch")
     for step, start in enumerate(bar):
         x, y = split.batch(order[start : start + batch_size])
         if augment is not None:
             x = augment(x, generator)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if adversarial is not None:  # after augmentation: the attack sees the images actually trained on
-            loss, logits, n_adversarial = adversarial.step_loss(loss_fn, x, y, generator)
-            adversarial_seen += n_adversarial
-        else:
-            logits, features = model.forward_with_features(x)
-            loss = loss_fn(logits, y, features)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # no-ops for resident data
+        x = prepare_batch(x, channels_last)
+        with autocast_context(precision, device):
+            if adversarial is not None:  # after augmentation: the attack sees the images actually trained on
+                loss, logits, n_adversarial = adversarial.step_loss(step_loss_fn, x, y, generator)
+                adversarial_seen += n_adversarial
+            else:
+                logits, features = model.forward_with_features(x)
+                loss = step_loss_fn(logits, y, features)
         value = loss.item()
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"{desc}: loss became {value} at step {step} of the epoch")
@@ -75,13 +88,18 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict(model: Classifier, x: ImageSplit | Tensor, *, batch_size: int = 1000, device: torch.device | str = "cpu") -> Tensor:
-    """Arg-max class for every sample of a split (or an image tensor in [0, 1]), in eval mode."""
+    """Arg-max class for every sample of a split (or an image tensor in [0, 1]), in eval mode.
+
+    Always a float32 pass, even inside an autocast region: this is the clean verdict that
+    decides which samples count as correct (and get attacked), so it must not depend on bf16
+    rounding."""
     was_training = model.training
     model.eval()
     n = len(x)
     preds = []
     for start in range(0, n, batch_size):
         batch = x.batch(slice(start, start + batch_size))[0] if isinstance(x, ImageSplit) else x[start : start + batch_size]
-        preds.append(model(batch.to(device)).argmax(1).cpu())
+        with full_precision(device):
+            preds.append(model(batch.to(device)).argmax(1).cpu())
     model.train(was_training)
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)

@@ -16,6 +16,9 @@ before anything is written, so ``last.pt`` stays the last good state.
 ``on_epoch(row, checkpoint_path)`` is called after each epoch's checkpoint is written (the
 experiment runner records metrics and the checkpoint's hash from it); ``tensorboard=DIR``
 also writes each epoch's scalars there when the optional ``tensorboard`` package is installed.
+
+The speed settings (``data_on_device``, ``precision``, ``channels_last``, ``compile``) are
+applied by ``robustloss.train.speed``; none of them draws random numbers, so resume stays exact.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from robustloss.train.trades import TradesTraining
 from robustloss.train.augment import augmentation_for
 from robustloss.train.config import OptimizerConfig, TrainConfig
 from robustloss.train.loop import AdversarialHook, predict, train_one_epoch
+from robustloss.train.speed import (check_supported, explain_compile_errors, place_training_data, prepare_model,
+                                    release_model)
 from robustloss.train.tensorboard import open_scalar_writer
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -130,16 +135,18 @@ def train(
 ) -> TrainResult:
     run_dir = Path(run_dir)
     dev = resolve_device(device)
+    check_supported(config, dev)
     checkpoint_path = run_dir / LAST_CHECKPOINT
     _claim_run_dir(run_dir, config, resume)
     data = data if data is not None else load_dataset(config.dataset, data_dir)
     data = _training_subset(config, data, log)
     data, guard = _overfitting_guard(config, data, run_dir, log)
+    train_split = place_training_data(data.train, config.data_on_device, dev, log)
 
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     spec = model_spec_for(config, data)
-    model = spec.build().to(dev)
+    model = prepare_model(spec.build().to(dev), config, dev)
     loss_fn: Loss | None = None
     optimizer = build_optimizer(model.parameters(), config.optimizer)
     history: list[dict] = []
@@ -147,7 +154,7 @@ def train(
     if resume and checkpoint_path.exists():
         state = safe_load(checkpoint_path, map_location=dev)
         spec = from_dict(ModelSpec, state["model_spec"])
-        model = spec.build().to(dev)
+        model = prepare_model(spec.build().to(dev), config, dev)
         model.load_state_dict(state["state_dict"])
         current_phase = state["phase"]["index"]
         phase = config.recipe[current_phase]
@@ -164,7 +171,8 @@ def train(
         log(f"resuming {run_dir} after epoch {start_epoch}/{config.total_epochs}")
 
     augment = augmentation_for(config.augment, data.spec.color)
-    with open_scalar_writer(tensorboard, log) as scalars:
+    # compile errors surface at the first forward or backward pass, anywhere in the epoch loop
+    with open_scalar_writer(tensorboard, log) as scalars, explain_compile_errors(config.compile):
         for epoch in range(start_epoch, config.total_epochs):
             if guard is not None and guard.state.stopped:
                 break
@@ -191,9 +199,10 @@ def train(
             try:
                 assert loss_fn is not None
                 stats = train_one_epoch(
-                    model, loss_fn, data.train, optimizer, batch_size=config.batch_size, generator=generator,
+                    model, loss_fn, train_split, optimizer, batch_size=config.batch_size, generator=generator,
                     augment=augment, device=dev, desc=desc, progress=progress,
                     adversarial=_adversarial_hook(config, phase_index, loss_fn, model),
+                    precision=config.precision, channels_last=config.channels_last,
                 )
                 if config.adversarial is not None:  # same metrics.csv columns in clean and AT phases
                     stats.setdefault("adv_fraction", 0.0)
@@ -228,6 +237,7 @@ def train(
                 on_epoch(dict(row), checkpoint_path)
 
     optimizer.zero_grad(set_to_none=True)  # the returned model carries no stale gradients
+    release_model(model)  # saved and returned uncompiled: it runs eagerly, like any loaded model
     model.eval()
     save_model(run_dir / MODEL_FILE, model, spec, config=to_dict(config), history=history)
     return TrainResult(model=model, spec=spec, history=history, run_dir=run_dir)

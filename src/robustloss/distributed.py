@@ -1,0 +1,116 @@
+"""Several processes, one job: PyTorch's own distributed engine (``torchrun`` + DDP).
+
+``torchrun --nproc-per-node N robustloss train|eval ...`` starts N copies of the command with
+``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment. ``setup`` reads them, joins
+the process group (NCCL between GPUs, gloo on CPU) and pins each process to its GPU. Without
+those variables (a plain ``robustloss ...``) nothing changes: one process, no process group.
+
+What the rest of robustloss asks of this module:
+
+* ``current()``: the job's ``Distributed`` (rank, world size) or None for a single process;
+* ``is_main()``: whether this process writes files, checkpoints and the results store;
+* ``gather(obj)``: every rank's object, in rank order, on every rank (``all_gather_object``);
+* ``any_flag(bool)``: True on every rank when any rank says so (a NaN loss must stop all of
+  them, or the others would wait forever for its gradients).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+_STATE: Distributed | None = None
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: str | None = "auto") -> tuple[Distributed | None, str | None]:
+    """Join the job's process group when launched by torchrun; returns (state, device to use).
+
+    Each process takes the GPU of its local rank (``cuda:LOCAL_RANK``) when the requested
+    device is ``auto`` or ``cuda``; an explicit ``cuda:i`` or ``cpu`` is respected.
+    """
+    global _STATE
+    if not launched_by_torchrun():
+        return None, device
+    if _STATE is not None:
+        return _STATE, device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device in (None, "auto", "cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    backend = "nccl" if use_cuda else "gloo"
+    dist.init_process_group(backend=backend)
+    _STATE = Distributed(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+    return _STATE, device
+
+
+def teardown() -> None:
+    global _STATE
+    if _STATE is not None and dist.is_initialized():
+        dist.destroy_process_group()
+    _STATE = None
+
+
+def current() -> Distributed | None:
+    return _STATE
+
+
+def is_main() -> bool:
+    return _STATE is None or _STATE.is_main
+
+
+def barrier() -> None:
+    if _STATE is not None:
+        dist.barrier()
+
+
+def gather(obj: Any) -> list[Any]:
+    """[rank 0's obj, rank 1's obj, ...] on every rank; [obj] for a single process."""
+    if _STATE is None:
+        return [obj]
+    out: list[Any] = [None] * _STATE.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_flag(flag: bool) -> bool:
+    if _STATE is None:
+        return flag
+    return any(gather(bool(flag)))
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if _STATE is None:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def my_share(count: int) -> range:
+    """The items (of ``count``, dealt round-robin) this rank works on: all of them alone."""
+    if _STATE is None:
+        return range(count)
+    return range(_STATE.rank, count, _STATE.world_size)
