@@ -94,12 +94,6 @@ def gather(obj: Any) -> list[Any]:
     return out
 
 
-def any_flag(flag: bool) -> bool:
-    if _STATE is None:
-        return flag
-    return any(gather(bool(flag)))
-
-
 def broadcast(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank."""
     if _STATE is None:
@@ -107,6 +101,63 @@ def broadcast(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def any_flag(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when ``flag`` is True on any (one small all-reduce)."""
+    if _STATE is None:
+        return bool(flag)
+    return bool(sum_over_ranks([float(flag)], device)[0] > 0)
+
+
+def sum_over_ranks(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+    """Each value summed over the ranks (as is, for a single process)."""
+    if _STATE is None:
+        return list(values)
+    where = device if _STATE.backend == "nccl" else "cpu"  # NCCL reduces GPU tensors, gloo CPU ones
+    total = torch.tensor(values, dtype=torch.float64, device=where)
+    dist.all_reduce(total)
+    return [float(v) for v in total.cpu()]
+
+
+def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` under DistributedDataParallel, on this rank's device."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = torch.device(device)
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def rank_seed(shared: torch.Generator) -> int:
+    """A seed for this epoch's per-rank generators, read from a copy of ``shared`` so that the
+    shared stream advances exactly as in one process (same shuffles, same augmentations)."""
+    copy = torch.Generator()
+    copy.set_state(shared.get_state())
+    return int(torch.randint(0, 2**62, (1,), generator=copy))
+
+
+def rank_generator(epoch_seed: int, step: int) -> torch.Generator:
+    """This rank's own generator for one step of an epoch (adversarial draws differ per slice)."""
+    rank, world = (_STATE.rank, _STATE.world_size) if _STATE is not None else (0, 1)
+    return torch.Generator().manual_seed((epoch_seed + step * world + rank) % 2**63)
+
+
+def on_main_then_everywhere(action) -> None:
+    """Run ``action`` (which may raise a RobustlossError) on rank 0 only, then make every rank
+    see its outcome: an error on rank 0 is raised on every rank instead of leaving the others
+    waiting for a rank that has already given up."""
+    from robustloss.errors import RobustlossError
+
+    error = None
+    if is_main():
+        try:
+            action()
+        except RobustlossError as err:
+            error = (type(err), str(err))
+    error = broadcast(error)
+    if error is not None:
+        kind, message = error
+        raise kind(message)
 
 
 def my_share(count: int) -> range:

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from robustloss.evaluate.records import Evaluation
-from robustloss.train import Phase, TrainConfig, train
+from robustloss.train import OptimizerConfig, Phase, TrainConfig, train
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
             "-m", "robustloss"]
@@ -51,3 +52,56 @@ def test_torchrun_evaluation_shards_batches_and_matches_one_process(small_run, t
     assert a.meta["batches_per_rank"] == [[(batches + 1) // 2, batches // 2]] * 4 and "batches_per_rank" not in b.meta
     assert len(list((tmp_path / "two" / "chunks").rglob("*.npz"))) == len(list((tmp_path / "one" / "chunks").rglob("*.npz")))
     assert two.stdout.count("Wrote") == 1  # one copy of the output: rank 0's
+
+
+# SGD: Adam divides by the root of the squared gradients, which turns floating-point noise in a
+# near-zero gradient into a full step of either sign; SGD keeps a difference as small as it starts.
+TRAIN = ["train", "--dataset", "mnist-5k", "--loss", "ce", "--epochs", "2", "--max-train-samples", "1000",
+         "--batch-size", "100", "--optimizer", "sgd", "--lr", "0.05", "--device", "cpu", "--no-progress"]
+
+
+def weights(folder: Path) -> dict:
+    from robustloss.checkpoint import safe_load
+
+    return safe_load(folder / "model.pt")["state_dict"]
+
+
+def assert_close(a: dict, b: dict, atol: float) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=atol), (name, float((a[name] - b[name]).abs().max()))
+
+
+def test_ddp_training_matches_one_process_and_resumes(tmp_path, mnist5k):
+    run([*TORCHRUN, *TRAIN, "--out", str(tmp_path / "two")], tmp_path)
+    run([sys.executable, "-m", "robustloss", *TRAIN, "--out", str(tmp_path / "one")], tmp_path)
+    # The same global batches, each rank's loss weighted by its share: the same training up to
+    # floating-point order (LeNet-5 has no batch norm, whose statistics would be per rank).
+    assert_close(weights(tmp_path / "two"), weights(tmp_path / "one"), atol=1e-4)
+    metrics = (tmp_path / "two" / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 3  # one header and one row per epoch, written once (by rank 0)
+
+    # Resume under torchrun from a single-process checkpoint taken after epoch 1.
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(row, checkpoint):
+        raise Stop
+
+    config = TrainConfig(dataset="mnist-5k", recipe=[Phase("ce", 2)], max_train_samples=1000, batch_size=100,
+                         optimizer=OptimizerConfig(name="sgd", lr=0.05))
+    with pytest.raises(Stop):
+        train(config, tmp_path / "resumed", data=mnist5k, progress=False, log=lambda _: None, device="cpu",
+              on_epoch=stop_after_first)
+    assert not (tmp_path / "resumed" / "model.pt").exists()
+    run([*TORCHRUN, *TRAIN, "--out", str(tmp_path / "resumed"), "--resume"], tmp_path)
+    assert_close(weights(tmp_path / "resumed"), weights(tmp_path / "one"), atol=1e-4)
+
+
+def test_ddp_adversarial_training_runs_end_to_end(tmp_path):
+    result = run([*TORCHRUN, *TRAIN, "--adversarial", "pgd", "--adv-eps", "0.1,0.3", "--adv-steps", "2",
+                  "--adv-objective", "ce", "--out", str(tmp_path / "at")], tmp_path)
+    rows = (tmp_path / "at" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert [r.split(",")[header.index("adv_fraction")] for r in rows[1:]] == ["0.5", "0.5"]
+    assert "final (epoch 2" in result.stdout

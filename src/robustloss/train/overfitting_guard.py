@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from robustloss import distributed
 from robustloss.attacks import create_attack
 from robustloss.checkpoint import atomic_save, safe_load
 from robustloss.data import Dataset
@@ -106,12 +107,15 @@ class OverfittingGuard:
             state.phase, state.best_accuracy = phase, -1.0
         if accuracy > state.best_accuracy:
             state.best_accuracy, state.best_epoch = accuracy, epoch
+            if not distributed.is_main():  # every rank holds the same weights; rank 0 keeps the file
+                return GuardDecision(accuracy, "best")
             atomic_save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "loss_state": loss_fn.state_dict(), "epoch": epoch, "accuracy": accuracy},
                         self.best_path)
             return GuardDecision(accuracy, "best")
         if accuracy >= state.best_accuracy - self.config.drop:
             return GuardDecision(accuracy, "ok")
+        distributed.barrier()  # rank 0 wrote the best state; every rank restores it
         best = safe_load(self.best_path, map_location=next(model.parameters()).device)
         model.load_state_dict(best["state_dict"])
         if self.config.action == "rollback" and state.rollbacks < self.config.max_rollbacks:

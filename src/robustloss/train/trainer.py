@@ -33,6 +33,7 @@ from typing import Callable, Iterable
 import torch
 import yaml
 
+from robustloss import distributed
 from robustloss.checkpoint import atomic_save, safe_load
 from robustloss.config import from_dict, to_dict
 from robustloss.data import Dataset, load_dataset
@@ -137,7 +138,8 @@ def train(
     dev = resolve_device(device)
     check_supported(config, dev)
     checkpoint_path = run_dir / LAST_CHECKPOINT
-    _claim_run_dir(run_dir, config, resume)
+    main = distributed.is_main()  # under torchrun, only rank 0 writes files; every rank trains
+    distributed.on_main_then_everywhere(lambda: _claim_run_dir(run_dir, config, resume))
     data = data if data is not None else load_dataset(config.dataset, data_dir)
     data = _training_subset(config, data, log)
     data, guard = _overfitting_guard(config, data, run_dir, log)
@@ -222,6 +224,8 @@ def train(
             held = f"  held-out PGD {100 * row['guard_pgd_acc']:.1f}%" if row.get("guard_pgd_acc", -1) >= 0 else ""
             log(f"{desc}: loss {row['train_loss']:.4f}  train acc {100 * row['train_acc']:.1f}%  "
                 f"test acc {100 * test_acc:.1f}%{adv}{held}  ({row['seconds']:.1f}s)")
+            if not main:
+                continue
             atomic_save(
                 {"model_spec": to_dict(spec), "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "loss_state": loss_fn.state_dict(),
@@ -239,7 +243,9 @@ def train(
     optimizer.zero_grad(set_to_none=True)  # the returned model carries no stale gradients
     release_model(model)  # saved and returned uncompiled: it runs eagerly, like any loaded model
     model.eval()
-    save_model(run_dir / MODEL_FILE, model, spec, config=to_dict(config), history=history)
+    if main:
+        save_model(run_dir / MODEL_FILE, model, spec, config=to_dict(config), history=history)
+    distributed.barrier()  # model.pt is on disk before any rank goes on (e.g. to evaluate it)
     return TrainResult(model=model, spec=spec, history=history, run_dir=run_dir)
 
 
