@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; finished epochs and evaluation chunks are kept: re-run the same command to continue "
               "(`robustloss train` needs --resume)", file=sys.stderr)
         return 130
+    finally:
+        from robustloss import distributed
+
+        # Leave the process group cleanly: a rank that exits with gloo's threads still running
+        # is aborted by the C++ runtime, and torchrun then reports the whole job as failed.
+        distributed.teardown()
 
 
 def _join_torchrun_job(args: argparse.Namespace) -> None:

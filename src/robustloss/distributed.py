@@ -160,6 +160,23 @@ def on_main_then_everywhere(action) -> None:
         raise kind(message)
 
 
+def from_main(action) -> Any:
+    """Rank 0's result of ``action()`` on every rank (only rank 0 runs it); an exception on rank 0
+    is raised on every rank. Every rank must call this at the same point of the program."""
+    if _STATE is None:
+        return action()
+    outcome = None
+    if is_main():
+        try:
+            outcome = ("ok", action())
+        except Exception as err:  # noqa: BLE001 - re-raised on every rank below
+            outcome = ("error", err)
+    kind, value = broadcast(outcome)
+    if kind == "error":
+        raise value
+    return value
+
+
 def my_share(count: int) -> range:
     """The items (of ``count``, dealt round-robin) this rank works on: all of them alone."""
     if _STATE is None:

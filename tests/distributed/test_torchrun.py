@@ -105,3 +105,48 @@ def test_ddp_adversarial_training_runs_end_to_end(tmp_path):
     header = rows[0].split(",")
     assert [r.split(",")[header.index("adv_fraction")] for r in rows[1:]] == ["0.5", "0.5"]
     assert "final (epoch 2" in result.stdout
+
+
+EXPERIMENT = """\
+name: ddp-run
+train:
+  dataset: mnist-5k
+  model: lenet5
+  recipe: [{loss: ce, epochs: 2}]
+  max_train_samples: 1000
+  batch_size: 50
+  optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
+evaluate:
+  n_test: 150
+  batch_size: 20
+  diagnostics: false
+  attacks:
+    - {attack: fgsm, eps: [0.1], label: FGSM}
+    - {attack: pgd, eps: [0.1], params: {steps: 4, step_size: 0.03}, label: PGD}
+grid:
+  method:
+    CE: {}
+    PC-LC: {train.recipe: [{loss: ce, epochs: 1}, {loss: pc, epochs: 1}]}
+analyses:
+  - {name: gap, n_test: 50}
+"""
+
+
+def test_torchrun_experiment_writes_every_record_once(tmp_path):
+    from robustloss.experiments.store import ResultsStore
+
+    config = tmp_path / "ddp.yaml"
+    config.write_text(EXPERIMENT)
+    run([*TORCHRUN, "run", str(config), "--root", str(tmp_path / "two"), "--device", "cpu", "--no-progress"], tmp_path)
+    run([sys.executable, "-m", "robustloss", "run", str(config), "--root", str(tmp_path / "one"), "--device", "cpu",
+         "--no-progress"], tmp_path)
+    with ResultsStore(tmp_path / "two" / "results.sqlite") as two, ResultsStore(tmp_path / "one" / "results.sqlite") as one:
+        rows_two, rows_one = two.evaluation_rows(), one.evaluation_rows()
+        assert len(rows_two) == len(rows_one) == 4  # 2 models x 2 attacks, each recorded exactly once
+        key = lambda r: (r["name"], r["eps"])  # noqa: E731
+        # The same models (SGD, no adversarial draws) and the same batches: the same results.
+        for a, b in zip(sorted(rows_two, key=key), sorted(rows_one, key=key)):
+            assert a["n"] == b["n"] and abs(a["accuracy"] - b["accuracy"]) <= 1 / a["n"] + 1e-9
+        assert len(two.analyses()) == 1 and len(two.runs(status="done")) == 2
+        for run_row in two.runs():
+            assert len(two.metrics(run_row.id)) == len(one.metrics(one.get_run(run_row.hash).id))

@@ -51,7 +51,7 @@ def _run_one(runner: ExperimentRunner, experiment: Experiment, index: int, spec:
     labels = model_labels(cells)
     models = {label: cell.train_hash for label, cell in zip(labels, cells)}
     params = dict(spec.params) | {"n_test": spec.n_test}
-    for row in runner.store.analyses(experiment=experiment.name, scale=experiment.scale):
+    for row in runner.local_store.analyses(experiment=experiment.name, scale=experiment.scale):
         if (row.name, row.models, row.params) == (spec.name, models, params) and all(
                 _resolve(runner.root, f).exists() for f in row.files):
             runner.log(f"analysis {spec.name} ({', '.join(labels)}): done before; reusing it")
@@ -71,7 +71,7 @@ def _run_one(runner: ExperimentRunner, experiment: Experiment, index: int, spec:
     result = run_analysis(spec.name, subjects, out, prefix=prefix, **spec.params)
     for line in result.lines:
         runner.log(f"  {line}")
-    runner.store.save_analysis(name=spec.name, models=models, params=params,
+    runner.local_store.save_analysis(name=spec.name, models=models, params=params,
                                files=[str(p.relative_to(runner.root)) for p in result.files],
                                summary=result.summary, experiment=experiment.name, scale=experiment.scale)
 

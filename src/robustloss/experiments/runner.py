@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from robustloss import distributed
 from robustloss.data import load_dataset
 from robustloss.data.spec import Dataset
 from robustloss.evaluate import evaluate
@@ -73,7 +74,19 @@ def code_revision() -> str:
 
 @contextlib.contextmanager
 def locked(folder: Path, wait: bool) -> Iterator[None]:
-    """An exclusive lock on ``folder``; ``wait=False`` raises ``Busy`` instead of blocking."""
+    """An exclusive lock on ``folder``; ``wait=False`` raises ``Busy`` instead of blocking.
+    Under torchrun the job is one user of the folder: rank 0 holds the lock for all its ranks."""
+    if distributed.current() is not None:
+        with contextlib.ExitStack() as stack:
+            distributed.from_main(lambda: stack.enter_context(_file_lock(folder, wait)))
+            yield
+        return
+    with _file_lock(folder, wait):
+        yield
+
+
+@contextlib.contextmanager
+def _file_lock(folder: Path, wait: bool) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as handle:
         try:
@@ -91,7 +104,10 @@ class ExperimentRunner:
                  data_dir: str | Path | None = None, progress: bool = True, tensorboard: bool = False,
                  log: Callable[[str], None] = print):
         self.root = Path(root)
-        self.store = store or ResultsStore(self.root / STORE_FILE)
+        self.local_store = store or ResultsStore(self.root / STORE_FILE)
+        # Under torchrun every rank runs the grid, but only rank 0 touches the store; the others
+        # receive its answers, so that all of them take the same decisions.
+        self.store = MainRankStore(self.local_store) if distributed.current() is not None else self.local_store
         self.device, self.data_dir, self.progress, self.log = device, data_dir, progress, log
         self.tensorboard = tensorboard
         self.revision = code_revision()
@@ -118,7 +134,8 @@ class ExperimentRunner:
 
             trained = {o.cell.train_hash for o in outcomes if o.status != "failed"}
             if all(c.train_hash in trained for c in experiment.cells):
-                self.analysis_failures = run_experiment_analyses(self, experiment)
+                # Analyses are not sharded: rank 0 computes them (with the store to itself).
+                self.analysis_failures = distributed.from_main(lambda: run_experiment_analyses(self, experiment))
             else:
                 self.log("analyses skipped: some cells failed (their models are missing)")
         return outcomes
@@ -174,7 +191,7 @@ class ExperimentRunner:
                                            train_hash=config_hash(config), model_dir=str(folder),
                                            code_revision=self.revision)
         with locked(folder, wait):
-            if is_complete(folder, config):
+            if distributed.from_main(lambda: is_complete(folder, config)):
                 self.log(f"  {role}: reusing the trained model in {folder}")
                 model, _, payload = load_model(folder / MODEL_FILE)
                 self.store.add_metrics(run_id, payload.get("history", []))
@@ -182,9 +199,10 @@ class ExperimentRunner:
                 recipe = " -> ".join(f"{p.loss} x{p.epochs}" for p in config.recipe)
                 self.log(f"  {role}: training {config.model} on {config.dataset}, recipe {recipe} ({folder})")
 
-                def on_epoch(row: dict, checkpoint: Path) -> None:
-                    self.store.add_metrics(run_id, [row])
-                    self.store.add_checkpoint(run_id, str(checkpoint), int(row["epoch"]), sha256_file(checkpoint))
+                def on_epoch(row: dict, checkpoint: Path) -> None:  # called on rank 0 only
+                    self.local_store.add_metrics(run_id, [row])
+                    self.local_store.add_checkpoint(run_id, str(checkpoint), int(row["epoch"]),
+                                                    sha256_file(checkpoint))
 
                 model = train(config, folder, data=self.dataset(config.dataset), resume=True, device=self.device,
                               progress=self.progress, log=lambda m: self.log(f"    {m}"), on_epoch=on_epoch,
@@ -215,7 +233,8 @@ class ExperimentRunner:
             diagnostics = diagnose(evaluation)
             warned = [d.check for d in diagnostics if d.status == "warn"]
             self.log(f"    diagnostics: {len(warned)} warning(s){': ' + '; '.join(warned) if warned else ''}")
-        evaluation.save(run_dir / "records.npz")
+        if distributed.is_main():  # every rank holds the whole evaluation (engine.py gathers it)
+            evaluation.save(run_dir / "records.npz")
         self.store.save_evaluation(run_id, evaluation, diagnostics)
 
 
@@ -225,6 +244,21 @@ def _with_substitute(spec: AttackSpec, substitutes: dict[str, Path]) -> AttackSp
     if name is None:
         return spec
     return dataclasses.replace(spec, params={**spec.params, "substitute": str(substitutes[name])})
+
+
+class MainRankStore:
+    """The results store as seen by every rank of a torchrun job: each call runs on rank 0 and
+    its result (or exception) reaches every rank. All ranks make the same calls in the same
+    order, because they take their decisions from these results."""
+
+    def __init__(self, store: ResultsStore):
+        self._store = store
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._store, name)
+        if not callable(attribute):
+            return attribute
+        return lambda *args, **kwargs: distributed.from_main(lambda: attribute(*args, **kwargs))
 
 
 def sha256_file(path: Path) -> str:
