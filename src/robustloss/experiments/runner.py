@@ -223,6 +223,7 @@ class ExperimentRunner:
             model, data.test, plan, batch_size=cell.evaluate.batch_size, seed=cell.evaluate.seed,
             device=self.device, max_samples=cell.evaluate.n_test, mode=cell.evaluate.mode,
             cache_dir=run_dir / "chunks", progress=self.progress, log=lambda m: self.log(f"    {m}"),
+            precision=cell.evaluate.precision,
             meta={"run": cell.hash, "dataset": cell.train.dataset, "model": cell.train.model,
                   "labels": cell.labels},
         )

@@ -44,6 +44,8 @@ class EvaluateConfig:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack or label -> params
     diagnostics: bool = True
     seed: int = 0
+    # bf16: budgeted attacks step under bf16 autocast (verdicts stay fp32; C&W/DeepFool stay fp32)
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         if self.n_test is not None and self.n_test < 1:
