@@ -10,8 +10,12 @@ What the rest of robustloss asks of this module:
 * ``current()``: the job's ``Distributed`` (rank, world size) or None for a single process;
 * ``is_main()``: whether this process writes files, checkpoints and the results store;
 * ``gather(obj)``: every rank's object, in rank order, on every rank (``all_gather_object``);
-* ``any_flag(bool)``: True on every rank when any rank says so (a NaN loss must stop all of
-  them, or the others would wait forever for its gradients).
+* ``from_main(action)``: rank 0 acts (writes a file, queries the store), every rank gets its
+  result or its exception, so all ranks take the same decisions;
+* ``any_flag(bool)`` / ``sum_over_ranks``: small all-reduces (a NaN loss must stop every rank,
+  or the others would wait forever for its gradients; epoch statistics cover all ranks);
+* ``data_parallel``, ``rank_seed``/``rank_generator``, ``my_share``: DDP, per-rank random
+  draws that leave the shared generator alone, and round-robin work sharing.
 """
 
 from __future__ import annotations
@@ -140,24 +144,6 @@ def rank_generator(epoch_seed: int, step: int) -> torch.Generator:
     """This rank's own generator for one step of an epoch (adversarial draws differ per slice)."""
     rank, world = (_STATE.rank, _STATE.world_size) if _STATE is not None else (0, 1)
     return torch.Generator().manual_seed((epoch_seed + step * world + rank) % 2**63)
-
-
-def on_main_then_everywhere(action) -> None:
-    """Run ``action`` (which may raise a RobustlossError) on rank 0 only, then make every rank
-    see its outcome: an error on rank 0 is raised on every rank instead of leaving the others
-    waiting for a rank that has already given up."""
-    from robustloss.errors import RobustlossError
-
-    error = None
-    if is_main():
-        try:
-            action()
-        except RobustlossError as err:
-            error = (type(err), str(err))
-    error = broadcast(error)
-    if error is not None:
-        kind, message = error
-        raise kind(message)
 
 
 def from_main(action) -> Any:

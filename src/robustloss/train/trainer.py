@@ -139,7 +139,7 @@ def train(
     check_supported(config, dev)
     checkpoint_path = run_dir / LAST_CHECKPOINT
     main = distributed.is_main()  # under torchrun, only rank 0 writes files; every rank trains
-    distributed.on_main_then_everywhere(lambda: _claim_run_dir(run_dir, config, resume))
+    distributed.from_main(lambda: _claim_run_dir(run_dir, config, resume))  # an error reaches every rank
     data = data if data is not None else load_dataset(config.dataset, data_dir)
     data = _training_subset(config, data, log)
     data, guard = _overfitting_guard(config, data, run_dir, log)
