@@ -114,3 +114,13 @@ def test_probe_plan_ignores_l2_budgets():
     assert budgets == {0.2}
     only_l2 = probe_plan([AttackSpec("pgd-l2", [1.5])])
     assert {e for p in only_l2 if p.label != "diag-pgd-huge" for e in p.eps} == {0.3}  # the default L-inf budget
+
+
+def test_9_stochastic_model_without_eot_warns():
+    plain = rec("pgd", 0.1, 0.5, steps=40, step_size=0.01)
+    with_eot = rec("pgd", 0.1, 0.4, steps=40, step_size=0.01, eot=10)
+    warned = status(ev(plain, stochastic=True), 9)
+    assert warned.status == "warn" and "eot=" in warned.detail and "linf eps=0.1" in warned.detail
+    assert status(ev(plain, with_eot, stochastic=True), 9).status == "pass"
+    assert status(ev(plain, stochastic=False), 9).status == "pass"
+    assert status(ev(plain), 9).status == "n/a"  # not probed: record_stochasticity was not called

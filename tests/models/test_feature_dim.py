@@ -12,12 +12,17 @@ from robustloss.models.bottleneck import BottleneckBackbone
 from robustloss.models.registry import model_parameters
 from robustloss.models.saved import HeadSpec, ModelSpec, load_model, save_model
 
-# (name, constructor arguments): one gray net, the black-box substitute, and a ResNet at a small
-# input so the test stays fast (global pooling makes its features independent of the size).
+# (name, constructor arguments): one gray net, the black-box substitute, and the CIFAR nets at a
+# small input so the test stays fast (global pooling makes ResNet features independent of the size;
+# cnn8 needs 8x8 for its three pools).
 MODELS_UNDER_TEST = {
     "lenet5": {"in_channels": 1, "input_size": 28},
     "cnn3": {"in_channels": 1, "input_size": 28},
     "resnet20": {"in_channels": 1, "input_size": 8},
+    "cnn8": {"in_channels": 3, "input_size": 8},
+    # The pre-activation ResNet family at its shallowest (one bottleneck block a stage): the heads
+    # only see the features, and the deep presets are slow on a busy CPU.
+    "resnetv2": {"in_channels": 3, "input_size": 8, "depth": 11},
 }
 ALL_LOSSES = LOSSES.names()
 

@@ -30,7 +30,8 @@ def _input(in_channels: int, size: int, n: int = 2, seed: int = 0) -> torch.Tens
 
 
 def test_registry_contains_expected_models():
-    expected = {"lenet5", "cnn3", "vgg13", "resnet20", "resnet32", "resnet56", "resnet110"}
+    expected = {"lenet5", "cnn3", "vgg13", "resnet20", "resnet32", "resnet56", "resnet110",
+                "cnn8", "resnet32v2", "resnet110v2", "resnetv2"}
     assert expected <= set(ALL_MODELS)
 
 

@@ -15,6 +15,14 @@ returns the final iterate instead (the textbook protocol); transfer attacks need
 an example that only just crosses the substitute's boundary rarely fools another model. With ``restarts > 1`` the
 whole attack is repeated from new random starts on the samples still standing, keeping the
 first success per sample (Madry et al. 2018; Croce & Hein 2020 keep the best restart too).
+
+``eot > 1`` (Expectation over Transformation, Athalye et al. 2018) averages the input gradient of
+each step over ``eot`` forward/backward passes. A randomised model (``robustloss.defenses``) gives a
+different gradient on every pass; one pass follows the noise of one random draw, the average follows
+the expected decision function the defence really implements. For a deterministic model the passes
+are identical, so ``eot`` only costs time; ``eot=1`` is exactly the plain attack. The early-stopping
+bookkeeping judges success on the logits of the first pass of each step, and ``queries`` count every
+pass (``eot`` model evaluations per step).
 """
 
 from __future__ import annotations
@@ -32,6 +40,11 @@ def _per_sample_norm(t: Tensor, p: float) -> Tensor:
     return t.flatten(1).norm(p=p, dim=1).view(-1, *([1] * (t.dim() - 1)))
 
 
+def eot_hyperparameter(eot: int) -> dict:
+    """``{"eot": eot}`` only when EOT is on, so records and cache keys of plain attacks stay unchanged."""
+    return {"eot": eot} if eot != 1 else {}
+
+
 class IterativeGradientAttack(Attack):
     norm = "linf"
 
@@ -47,9 +60,14 @@ class IterativeGradientAttack(Attack):
         early_stop: bool = True,
         targeted: bool = False,
         objective: str = "ce",
+        eot: int = 1,
     ):
         super().__init__(eps=eps, targeted=targeted, objective=objective)
         self.early_stop = bool(early_stop)
+        if int(eot) != eot or eot < 1:
+            raise ValueError(f"{self.name}: eot (gradient passes averaged per step) must be an integer >= 1, "
+                             f"got {eot}")
+        self.eot = int(eot)
         if steps < 1:
             raise ValueError(f"{self.name}: steps must be >= 1, got {steps}")
         if step_size <= 0:
@@ -72,7 +90,7 @@ class IterativeGradientAttack(Attack):
             params["restarts"] = self.restarts
         if not self.early_stop:
             params["early_stop"] = False
-        return params
+        return params | eot_hyperparameter(self.eot)
 
     # --- norm-specific geometry (L-inf here; L2 subclasses override) ---
     def random_point(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -109,6 +127,19 @@ class IterativeGradientAttack(Attack):
         queries += (~found).long()  # the final success check of a sample never fooled
         return result, queries
 
+    def _gradient(self, model: nn.Module, x_adv: Tensor, goal: Tensor, objective: Objective
+                  ) -> tuple[Tensor, Tensor]:
+        """(logits of the first pass, input gradient of the objective averaged over ``eot`` passes)."""
+        x_adv = x_adv.detach().requires_grad_(True)
+        first_logits = model(x_adv)
+        (grad,) = torch.autograd.grad(objective(first_logits, goal, self.targeted).sum(), x_adv)
+        if self.eot == 1:
+            return first_logits, grad  # untouched: eot=1 stays bit-identical to the plain attack
+        for _ in range(self.eot - 1):  # a loop, not one big batch: memory stays that of one pass
+            (more,) = torch.autograd.grad(objective(model(x_adv), goal, self.targeted).sum(), x_adv)
+            grad = grad + more
+        return first_logits, grad / self.eot
+
     def _one_run(self, model, x, y, goal, objective, generator, check_last: bool = False
                  ) -> tuple[Tensor, Tensor, Tensor]:
         """(returned images, fooled?, model evaluations used) for one start. The last iterate is
@@ -118,18 +149,15 @@ class IterativeGradientAttack(Attack):
         velocity = torch.zeros_like(x) if self.momentum is not None else None
         found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         best = x_adv.clone()
-        steps_used = torch.full((len(x),), self.steps, dtype=torch.int64, device=x.device)
+        steps_used = torch.full((len(x),), self.steps * self.eot, dtype=torch.int64, device=x.device)
         for step in range(self.steps):
-            x_adv.requires_grad_(True)
-            logits = model(x_adv)
-            gain = objective(logits, goal, self.targeted)
-            (grad,) = torch.autograd.grad(gain.sum(), x_adv)
+            logits, grad = self._gradient(model, x_adv, goal, objective)
             x_adv = x_adv.detach()
 
             if self.early_stop:
                 newly = self.is_success(logits.detach(), y, goal) & ~found
                 best[newly] = x_adv[newly]
-                steps_used[newly] = step + 1
+                steps_used[newly] = step * self.eot + 1  # found on the first pass of this step
                 found |= newly
                 if found.all():  # every sample already has its adversarial example: the rest is wasted work
                     return best, found, steps_used

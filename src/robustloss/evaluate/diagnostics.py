@@ -17,6 +17,11 @@ measures input gradients on clean samples (check 7) and stores them in ``evaluat
                                 percent of samples.
 8. objectives agree             CE and the adaptive/margin objective give similar accuracy;
                                 a large gap means the head defeats one of them (MMC with CE).
+9. EOT on stochastic models     when the model is randomised (``meta["stochastic"]``, stored by
+                                ``robustloss.evaluate.stochastic.record_stochasticity``), every
+                                budget attacked by gradient attacks has one run with ``eot > 1``
+                                (Athalye et al. 2018); otherwise the attacks follow the noise of
+                                single draws and overstate robustness.
 
 Tolerances: differences smaller than max(1 point, 2 binomial standard errors) are noise.
 """
@@ -42,6 +47,7 @@ WHITE_BOX = ITERATIVE | SINGLE_STEP | {"cw", "deepfool"}
 BLACK_BOX = {"transfer", "spsa", "simba"}
 LARGE_EPS = {"linf": 1.0}
 MASKED_GRADIENT_SHARE = 0.05  # more zero/NaN input gradients than this is suspicious
+EOT_CAPABLE = {"fgsm", "bim", "pgd", "mim", "pgd-l2"}  # the attacks that take eot=
 
 
 @dataclass
@@ -67,7 +73,7 @@ def _at(ev: Evaluation, names: set[str], eps: float | None, norm: str | None) ->
 
 def diagnose(ev: Evaluation) -> list[Diagnostic]:
     return [check(ev) for check in (_iterative_vs_single, _white_vs_black, _monotone, _huge_eps, _convergence,
-                                     _budget, _gradients, _objectives)]
+                                     _budget, _gradients, _objectives, _eot_on_stochastic)]
 
 
 def _iterative_vs_single(ev: Evaluation) -> Diagnostic:
@@ -212,6 +218,30 @@ def _objectives(ev: Evaluation) -> Diagnostic:
     if not compared:
         return Diagnostic(8, title, "n/a", "needs one attack with the CE objective and with adaptive/cw (see probe_plan)")
     return Diagnostic(8, title, "warn" if findings else "pass", "; ".join(findings) or f"{compared} comparisons")
+
+
+def _eot_on_stochastic(ev: Evaluation) -> Diagnostic:
+    title = "gradient attacks use EOT on a stochastic model"
+    stochastic = ev.meta.get("stochastic")
+    if stochastic is None:
+        return Diagnostic(9, title, "n/a", "unknown whether the model is stochastic (call "
+                                           "robustloss.evaluate.stochastic.record_stochasticity)")
+    gradient = [r for r in ev.records if r.attack in WHITE_BOX and r.eps is not None]
+    if not stochastic:
+        return Diagnostic(9, title, "pass", "the model is deterministic (two forward passes agree)")
+    if not gradient:
+        return Diagnostic(9, title, "n/a", "the model is stochastic but no gradient attack with a budget ran")
+    budgets: dict[tuple, list[AttackRecord]] = {}
+    for r in gradient:
+        budgets.setdefault((r.norm, r.eps), []).append(r)
+    missing = [f"{norm} eps={eps:g} ({', '.join(sorted({r.name for r in records}))})"
+               for (norm, eps), records in sorted(budgets.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
+               if not any(int(r.params.get("eot", 1)) > 1 for r in records)]
+    if missing:
+        return Diagnostic(9, title, "warn", "the model is stochastic but no attack used EOT at " + "; ".join(missing)
+                          + f": add eot=10 or more to one of {', '.join(sorted(EOT_CAPABLE))} (Athalye et al. "
+                          "2018), or the robust accuracy is overstated", {"without_eot": missing})
+    return Diagnostic(9, title, "pass", f"{len(budgets)} budgets, each attacked with EOT")
 
 
 def probe_plan(plan: list[AttackSpec], *, huge_eps: float = 1.0, step_factor: int = 5) -> list[AttackSpec]:

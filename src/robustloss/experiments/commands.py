@@ -127,6 +127,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             recipe = " -> ".join(f"{p.loss} x{p.epochs}" for p in cell.train.recipe)
             at = cell.train.adversarial
             adversarial = f" with {at.method} AT (eps {at.eps})" if at is not None else ""
+            if cell.evaluate.defense is not None:
+                adversarial += f", attacked behind the {cell.evaluate.defense.name} defence"
             print(f"  {cell.hash}  {cell.name}: {cell.train.model} on {cell.train.dataset}, {recipe}{adversarial}, "
                   f"{len(cell.evaluate.attacks)} attacks")
         for analysis in experiment.file.analyses:

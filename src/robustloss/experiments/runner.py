@@ -216,6 +216,11 @@ class ExperimentRunner:
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate_cell(self, cell: RunCell, model, run_id: int, run_dir: Path, substitutes: dict[str, Path]) -> None:
         plan = [_with_substitute(spec, substitutes) for spec in cell.evaluate.plan()]
+        defense = cell.evaluate.defense
+        if defense is not None:  # the same trained model, attacked behind the defence
+            from robustloss.defenses import apply_defense
+
+            model = apply_defense(model, defense.name, **defense.params)
         if cell.evaluate.diagnostics:
             plan += probe_plan(plan)
         data = self.dataset(cell.train.dataset)
@@ -227,6 +232,10 @@ class ExperimentRunner:
             meta={"run": cell.hash, "dataset": cell.train.dataset, "model": cell.train.model,
                   "labels": cell.labels},
         )
+        if defense is not None:  # a random defence must be attacked with EOT; check 9 of the diagnostics says so
+            from robustloss.evaluate.stochastic import record_stochasticity
+
+            record_stochasticity(evaluation, model, data.test.batch(slice(0, 32))[0].to(next(model.parameters()).device))
         diagnostics = None
         if cell.evaluate.diagnostics:
             evaluation.meta["gradient_probe"] = gradient_probe(model, data.test, n=min(500, evaluation.n),

@@ -35,6 +35,27 @@ CELL_SECTIONS = ("train", "evaluate", "substitutes", "vars")  # what a cell over
 
 
 @dataclass
+class DefenseSpec:
+    """An inference-time defence wrapped around the trained model before it is attacked
+    (e.g. the randomization defence, the I-SCE tables' "Random" row)."""
+
+    name: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from robustloss.defenses import defense_parameters
+
+        try:
+            valid = defense_parameters(self.name)  # an unknown name lists the valid ones
+        except KeyError as err:  # UnknownNameError, which lists the valid names
+            raise ConfigError(f"evaluate.defense.name: {err.args[0]}") from None
+        unknown = sorted(set(self.params) - set(valid))
+        if unknown:
+            raise ConfigError(f"evaluate.defense.params: unknown parameter(s) {', '.join(unknown)} for defense "
+                              f"{self.name!r}; valid parameters: {', '.join(valid) or '(none)'}")
+
+
+@dataclass
 class EvaluateConfig:
     attacks: list[AttackSpec] = field(default_factory=list)
     n_test: int | None = None  # the first N test samples only
@@ -46,6 +67,7 @@ class EvaluateConfig:
     seed: int = 0
     # bf16: budgeted attacks step under bf16 autocast (verdicts stay fp32; C&W/DeepFool stay fp32)
     precision: Literal["fp32", "bf16"] = "fp32"
+    defense: DefenseSpec | None = None  # wraps the trained model at evaluation (the training is shared)
 
     def __post_init__(self) -> None:
         if self.n_test is not None and self.n_test < 1:
