@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--save-adv", action="store_true", help="save successful adversarial examples under OUT/adversarial")
     ev.add_argument("--no-cache", action="store_true", help="do not keep finished chunks (no resume)")
     ev.add_argument("--n-test", type=int, default=None, help="evaluate only the first N test samples")
+    ev.add_argument("--defense", help="attack the model behind an inference-time defence, e.g. random-resize-pad")
+    ev.add_argument("--defense-param", action="append", default=[], metavar="KEY=VALUE",
+                    help="defence parameter, e.g. draws=5 (repeatable)")
     ev.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="bf16: budgeted attacks take their gradient steps under bf16 autocast (faster on "
                          "GPUs); every verdict is still an fp32 forward pass, and C&W/DeepFool stay fp32")
@@ -320,6 +323,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run = Path(args.run)
     config = load_config(run)
     model = load_model(run / MODEL_FILE)[0]
+    if args.defense:
+        from robustloss.defenses import apply_defense
+
+        params = {}
+        for item in args.defense_param:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--defense-param expects KEY=VALUE, e.g. draws=5; got {item!r}")
+            params[key.strip()] = yaml.safe_load(value)
+        model = apply_defense(model, args.defense, **params)
+    elif args.defense_param:
+        raise ConfigError("--defense-param needs --defense NAME")
     plan = _eval_plan(args)
     if args.diagnostics:
         plan += probe_plan(plan)
@@ -331,6 +346,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         save_adversarial=out / "adversarial" if args.save_adv else None, progress=not args.no_progress,
         meta={"run": str(run), "dataset": config.dataset}, precision=args.precision,
     )
+    if args.defense:  # check 9 of the diagnostics needs to know whether the model is random
+        from robustloss.evaluate.stochastic import record_stochasticity
+
+        record_stochasticity(evaluation, model, data.test.batch(slice(0, 32))[0].to(next(model.parameters()).device))
     diagnostics = []
     if args.diagnostics:
         evaluation.meta["gradient_probe"] = gradient_probe(model, data.test, n=min(500, evaluation.n),

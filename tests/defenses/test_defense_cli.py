@@ -1,0 +1,53 @@
+"""`robustloss eval --defense`: the model is attacked behind the defence, recorded as random,
+and the diagnostics ask for EOT; a defence in an experiment also records the clean spread."""
+
+from __future__ import annotations
+
+from robustloss.cli import main
+from robustloss.evaluate.records import Evaluation
+
+
+def test_eval_behind_the_randomization_defence_warns_without_eot(cnn3_substitute, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", str(cnn3_substitute), "--attacks", "pgd", "--eps", "0.1", "--steps", "3", "--step-size", "0.04",
+                 "--n-test", "40", "--defense", "random-resize-pad", "--defense-param", "draws=1", "--diagnostics",
+                 "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+    evaluation = Evaluation.load(out / "records.npz")
+    assert evaluation.meta["stochastic"] is True
+    diagnostics = (out / "diagnostics.md").read_text()
+    assert "| 9 |" in diagnostics and "eot=10 or more" in diagnostics and "**WARN**" in diagnostics.split("| 9 |")[1]
+
+
+def test_eval_defense_errors_are_clear(cnn3_substitute, tmp_path, capsys):
+    base = ["eval", str(cnn3_substitute), "--attacks", "fgsm", "--eps", "0.1", "--n-test", "10", "--out", str(tmp_path)]
+    assert main([*base, "--defense", "jpeg"]) == 1
+    assert "valid defense names: random-resize-pad" in capsys.readouterr().err
+    assert main([*base, "--defense-param", "draws=2"]) == 1
+    assert "--defense-param needs --defense NAME" in capsys.readouterr().err
+
+
+def test_experiment_cell_behind_a_defence_records_the_clean_spread(tmp_path, mnist5k):
+    from robustloss.experiments.runner import ExperimentRunner
+    from robustloss.experiments.schema import load_experiment
+
+    config = tmp_path / "rnd.yaml"
+    config.write_text("""\
+name: rnd
+train: {dataset: mnist-5k, model: lenet5, recipe: [{loss: ce, epochs: 1}], max_train_samples: 500}
+evaluate:
+  n_test: 40
+  diagnostics: false
+  attacks: [{attack: fgsm, eps: [0.1], label: FGSM}]
+grid:
+  method:
+    SCE: {}
+    Random: {evaluate.defense: {name: random-resize-pad}}
+""")
+    runner = ExperimentRunner(tmp_path / "root", device="cpu", progress=False, log=lambda _: None)
+    runner._data["mnist-5k"] = mnist5k
+    runner.run(load_experiment(config, None))
+    sce, random = (runner.store.load_evaluation(c.run_id) for c in runner.store.cells("rnd"))
+    assert "stochastic" not in sce.meta
+    spread = random.meta["clean_accuracy_over_draws"]
+    assert random.meta["stochastic"] is True and spread["draws"] == 10 and 0 <= spread["std"] < 0.2
+    assert len({r.train_hash for r in runner.store.runs()}) == 1  # the defended row shares the SCE model
