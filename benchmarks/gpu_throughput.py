@@ -29,7 +29,6 @@ from robustloss.losses import create_loss
 from robustloss.models import create_model
 from robustloss.train.augment import random_crop_flip
 from robustloss.train.loop import train_one_epoch
-from robustloss.train.speed import autocast_context
 
 # Dense (no sparsity) peak FLOP/s by device name fragment: (bf16, tf32/fp32 tensor cores).
 PEAKS = {"H100": (989e12, 494e12), "H200": (989e12, 494e12), "A100": (312e12, 156e12)}

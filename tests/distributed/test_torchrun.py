@@ -38,7 +38,7 @@ def test_torchrun_evaluation_shards_batches_and_matches_one_process(small_run, t
     args = ["eval", str(small_run), "--attacks", "fgsm,pgd", "--eps", "0.1,0.2", "--steps", "5",
             "--step-size", "0.05", "--n-test", "230", "--batch-size", "40", "--device", "cpu", "--no-progress"]
     two = run([*TORCHRUN, *args, "--out", str(tmp_path / "two")], tmp_path)
-    one = run([sys.executable, "-m", "robustloss", *args, "--out", str(tmp_path / "one")], tmp_path)
+    run([sys.executable, "-m", "robustloss", *args, "--out", str(tmp_path / "one")], tmp_path)
     a = Evaluation.load(tmp_path / "two" / "records.npz")
     b = Evaluation.load(tmp_path / "one" / "records.npz")
     assert len(a.records) == len(b.records) == 4
