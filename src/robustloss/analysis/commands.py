@@ -66,13 +66,12 @@ def add_command(sub) -> None:
         p.add_argument("--seed", type=int, default=0, help="random starts, subsample and t-SNE seed")
 
 
-# The analysis parameters each command's flags carry (flag dest -> parameter name).
+# The analysis parameters each command's flags carry (each flag's dest is the parameter's name).
 PARAMETERS = {
-    "gap": {},
-    "rank": {"attacks": "attacks", "eps_step": "eps_step", "eps_max": "eps_max", "steps": "steps", "seed": "seed"},
-    "embedding": {"attack": "attack", "eps": "eps", "n": "n", "method": "method", "seed": "seed"},
-    "features": {"points": "points", "attack": "attack", "eps": "eps", "steps": "steps", "step_size": "step_size",
-                 "objectives": "objectives", "seed": "seed"},
+    "gap": (),
+    "rank": ("attacks", "eps_step", "eps_max", "steps", "seed"),
+    "embedding": ("attack", "eps", "n", "method", "seed"),
+    "features": ("points", "attack", "eps", "steps", "step_size", "objectives", "seed"),
 }
 
 
@@ -104,7 +103,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         out = resolved[0].folder / "analysis"
     prefix = "-".join(r.folder.name[:8] for r in resolved) + "-" if store_root is not None else ""
-    params = {param: getattr(args, dest) for dest, param in PARAMETERS[args.analysis].items()}
+    params = {name: getattr(args, name) for name in PARAMETERS[args.analysis]}
     if "attacks" in params:
         params["attacks"] = [a.strip() for a in params["attacks"].split(",") if a.strip()]
     if "objectives" in params:

@@ -25,10 +25,13 @@ from torch import Tensor, nn
 from robustloss.errors import ConfigError
 from robustloss.models.classifier import Classifier
 from robustloss.models.registry import MODELS
+from robustloss.models.vgg import VGGBackbone
 
 BLOCK_CHANNELS = (64, 128, 256)
 CONVS_PER_BLOCK = 2
 FEATURE_DIM = 256
+# In VGGBackbone's notation: two 3x3 convs per block, then a 2x2 max-pool.
+CNN8_CONFIG: list[int | str] = [v for c in BLOCK_CHANNELS for v in [c] * CONVS_PER_BLOCK + ["M"]]
 
 
 def _pooled_side(input_size: int) -> int:
@@ -39,38 +42,14 @@ def _pooled_side(input_size: int) -> int:
     return side
 
 
-def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(CONVS_PER_BLOCK):
-        # bias=False: BatchNorm follows and has its own shift.
-        layers += [
-            nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        ]
-    layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers)
-
-
 class ShallowCNNBackbone(nn.Module):
+    """The VGG-style conv stack (robustloss.models.vgg's, three blocks) and the 256-unit feature layer."""
+
     def __init__(self, in_channels: int = 3, input_size: int = 32):
         super().__init__()
         side = _pooled_side(input_size)
-        blocks: list[nn.Module] = []
-        channels = in_channels
-        for out_channels in BLOCK_CHANNELS:
-            blocks.append(_conv_block(channels, out_channels))
-            channels = out_channels
-        self.conv = nn.Sequential(*blocks)
-        self.fc = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(channels * side * side, FEATURE_DIM),
-            nn.ReLU(inplace=True),
-        )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                # He init keeps activation variance stable through ReLU layers.
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.conv = VGGBackbone(CNN8_CONFIG, in_channels=in_channels)  # conv-BN-ReLU pairs, pools, flatten
+        self.fc = nn.Sequential(nn.Linear(BLOCK_CHANNELS[-1] * side * side, FEATURE_DIM), nn.ReLU(inplace=True))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.conv(x))
