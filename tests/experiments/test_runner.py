@@ -212,3 +212,30 @@ def test_two_processes_on_one_store_share_the_work(finished, tmp_path):
     with sqlite3.connect(root / "results.sqlite") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert_same(snapshot(root), snapshot(reference_root))
+
+
+def test_a_kill_between_checkpoint_and_store_row_loses_no_metrics(finished, tmp_path, mnist5k, monkeypatch):
+    """The window SIGKILL can hit by chance, made certain: epoch 3's checkpoint is on disk but its
+    store row is never written. The resumed run starts at epoch 4 and must still record epoch 3."""
+    reference_root, config, _ = finished
+    root = tmp_path / "runs"
+    add_metrics = ResultsStore.add_metrics
+
+    def dies_on_epoch_3(self, run_id, rows):
+        if [r["epoch"] for r in rows] == [3] and not getattr(dies_on_epoch_3, "fired", False):
+            dies_on_epoch_3.fired = True
+            raise KeyboardInterrupt  # as abrupt as it gets in-process; the runner does not catch it
+        return add_metrics(self, run_id, rows)
+
+    monkeypatch.setattr(ResultsStore, "add_metrics", dies_on_epoch_3)
+    runner = ExperimentRunner(root, device="cpu", progress=False, log=lambda _: None)
+    runner._data["mnist-5k"] = mnist5k
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(load_experiment(config))
+    runner.store.close()
+    runner = ExperimentRunner(root, device="cpu", progress=False, log=lambda _: None)
+    runner._data["mnist-5k"] = mnist5k
+    assert [o.status for o in runner.run(load_experiment(config))] == ["done", "done"]
+    runner.store.close()
+    assert_same(snapshot(root), snapshot(reference_root))
+    assert _row_counts(root) == _row_counts(reference_root)  # epoch 3's checkpoint row too

@@ -171,6 +171,12 @@ def train(
         if guard is not None:
             guard.load_state_dict(state["guard"])
         log(f"resuming {run_dir} after epoch {start_epoch}/{config.total_epochs}")
+        if main and history:
+            # A kill can land after a checkpoint is written but before metrics.csv and on_epoch
+            # catch up with it; the run resumes after that epoch, so replay it once (both are idempotent).
+            _write_metrics(run_dir / "metrics.csv", history)
+            if on_epoch is not None:
+                on_epoch(dict(history[-1]), checkpoint_path)
 
     augment = augmentation_for(config.augment, data.spec.color)
     # compile errors surface at the first forward or backward pass, anywhere in the epoch loop
