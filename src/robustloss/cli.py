@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--defense", help="attack the model behind an inference-time defence, e.g. random-resize-pad")
     ev.add_argument("--defense-param", action="append", default=[], metavar="KEY=VALUE",
                     help="defence parameter, e.g. draws=5 (repeatable)")
+    ev.add_argument("--redraws", type=int, default=10, metavar="K",
+                    help="if the model is stochastic (e.g. behind --defense), repeat every final prediction K "
+                         "more times and report the accuracy's mean and spread over draws (0 = off; default 10)")
     ev.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                     help="bf16: budgeted attacks take their gradient steps under bf16 autocast (faster on "
                          "GPUs); every verdict is still an fp32 forward pass, and C&W/DeepFool stay fp32")
@@ -344,12 +347,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         model, data.test, plan, batch_size=args.batch_size, seed=args.seed, device=args.device,
         max_samples=args.n_test, mode=args.mode, cache_dir=None if args.no_cache else out / "chunks",
         save_adversarial=out / "adversarial" if args.save_adv else None, progress=not args.no_progress,
-        meta={"run": str(run), "dataset": config.dataset}, precision=args.precision,
+        meta={"run": str(run), "dataset": config.dataset}, precision=args.precision, redraws=args.redraws,
     )
-    if args.defense:  # check 9 of the diagnostics needs to know whether the model is random
-        from robustloss.evaluate.stochastic import record_stochasticity
-
-        record_stochasticity(evaluation, model, data.test.batch(slice(0, 32))[0].to(next(model.parameters()).device))
     diagnostics = []
     if args.diagnostics:
         evaluation.meta["gradient_probe"] = gradient_probe(model, data.test, n=min(500, evaluation.n),

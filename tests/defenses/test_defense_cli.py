@@ -1,5 +1,5 @@
 """`robustloss eval --defense`: the model is attacked behind the defence, recorded as random,
-and the diagnostics ask for EOT; a defence in an experiment also records the clean spread."""
+and the diagnostics ask for EOT; a defence in an experiment also records every prediction over 10 redraws."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_eval_defense_errors_are_clear(cnn3_substitute, tmp_path, capsys):
     assert "--defense-param needs --defense NAME" in capsys.readouterr().err
 
 
-def test_experiment_cell_behind_a_defence_records_the_clean_spread(tmp_path, mnist5k):
+def test_experiment_cell_behind_a_defence_records_the_spread_over_draws(tmp_path, mnist5k):
     from robustloss.experiments.runner import ExperimentRunner
     from robustloss.experiments.schema import load_experiment
 
@@ -47,7 +47,16 @@ grid:
     runner._data["mnist-5k"] = mnist5k
     runner.run(load_experiment(config, None))
     sce, random = (runner.store.load_evaluation(c.run_id) for c in runner.store.cells("rnd"))
-    assert "stochastic" not in sce.meta
-    spread = random.meta["clean_accuracy_over_draws"]
-    assert random.meta["stochastic"] is True and spread["draws"] == 10 and 0 <= spread["std"] < 0.2
+    assert sce.meta["stochastic"] is False and sce.clean_redraw_pred is None
+    assert sce.accuracy_over_draws() is None and sce.records[0].redraw_pred is None
+    assert random.meta["stochastic"] is True and random.meta["redraws"] == 10
+    clean = random.accuracy_over_draws()
+    assert clean.draws == 10 and 0 < clean.std < 0.2 and abs(clean.mean - random.clean_accuracy) < 0.2
+    fgsm = random.records[0]
+    assert fgsm.redraw_pred.shape == (10, 40)
+    assert (fgsm.redraw_pred[:, ~fgsm.attacked] == -1).all()  # skipped samples stay skipped in every draw
+    over_draws = random.accuracy_over_draws(fgsm)
+    # hand check of the per-draw accuracy: clean-correct and still correct in that draw
+    expected = [float((random.clean_correct & (draw == random.labels)).mean()) for draw in fgsm.redraw_pred]
+    assert over_draws.per_draw == tuple(expected) and over_draws.draws == 10
     assert len({r.train_hash for r in runner.store.runs()}) == 1  # the defended row shares the SCE model

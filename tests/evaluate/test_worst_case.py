@@ -75,7 +75,7 @@ def test_killed_evaluation_resumes_from_cached_chunks(trained_lenet, mnist5k, tm
                            cache_dir=cache, **QUIET)
     finally:
         handle.remove()
-    assert len(hook_calls) == 3  # only the clean pass: every FGSM chunk came from the cache
+    assert len(hook_calls) == 2 + 3  # the two-pass stochasticity probe and the clean pass: every FGSM chunk was cached
     straight = evaluate(trained_lenet, mnist5k.test, PLAN[:1], max_samples=300, seed=1, batch_size=100, **QUIET)
     for a, b in zip(resumed.records, straight.records):
         assert np.array_equal(a.adv_pred, b.adv_pred)

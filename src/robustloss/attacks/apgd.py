@@ -47,7 +47,7 @@ the logits the gradient step already computed, so each sample returns the *first
 fooled the model if there is one (the highest-objective iterate need not fool it), else the
 iterate with the highest objective. ``queries`` counts model
 evaluations: x(0) is evaluation 1, x(k) evaluation k + 1, so an unfooled sample used
-n_iter + 1 per run.
+n_iter + 1 per run (each evaluation is ``eot`` forward passes: (n_iter + 1) * eot with EOT).
 
 L2 projection: radial shrinking onto the ball followed by clipping to [0, 1]. Clipping never
 lengthens the perturbation (x is itself in [0, 1]), so the result is feasible, though not the
@@ -63,6 +63,16 @@ Registered names:
 ``norm`` is a class attribute in the attack contract; APGD covers both norms with one class, so
 it sets ``self.norm`` per instance (the base class reads ``self.norm``). The class attribute
 says "linf", the default.
+
+``eot`` (Expectation over Transformation, Athalye et al. 2018; ``robustloss.attacks.eot``): a
+randomised model (``robustloss.defenses``) draws new randomness on every forward pass, so one pass's
+gradient follows that draw's noise. With ``eot > 1`` every evaluation of an iterate averages ``eot``
+forward/backward passes: the step direction is the averaged input gradient, the objective value that
+drives the step-size schedule and the best iterate x_max is the mean of the passes' objective values
+(the quantity whose gradient is that average), and success (the first fooling iterate) is judged on the
+averaged class probabilities (log-mean-softmax), not on one lucky draw. ``queries`` count every pass
+(eot per evaluation). ``eot = 1`` is exactly the plain attack; on a deterministic model larger ``eot``
+only costs time.
 """
 
 from __future__ import annotations
@@ -71,6 +81,7 @@ import torch
 from torch import Tensor, nn
 
 from robustloss.attacks.base import Attack
+from robustloss.attacks.eot import check_eot, eot_gradient, eot_hyperparameter, mean_logits
 from robustloss.attacks.objectives import Objective
 from robustloss.attacks.presets import register_preset
 from robustloss.attacks.registry import ATTACKS
@@ -118,6 +129,7 @@ class APGD(Attack):
         rho: float = 0.75,
         targeted: bool = False,
         objective: str = "ce",
+        eot: int = 1,
     ):
         if eps is None:
             raise ValueError(f"{self.name}: eps is required (APGD is a fixed-budget attack)")
@@ -137,12 +149,13 @@ class APGD(Attack):
         self.norm = norm  # instance attribute: overrides the class default, read by the base's budget check
         self.n_iter, self.restarts = int(n_iter), int(restarts)
         self.random_start, self.alpha, self.rho = bool(random_start), float(alpha), float(rho)
+        self.eot = check_eot(self.name, eot)
 
     def hyperparameters(self) -> dict:
         return super().hyperparameters() | {
             "norm": self.norm, "n_iter": self.n_iter, "restarts": self.restarts,
             "random_start": self.random_start, "alpha": self.alpha, "rho": self.rho,
-        }
+        } | eot_hyperparameter(self.eot)
 
     # --- norm-specific geometry ---
     def _start(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -195,13 +208,30 @@ class APGD(Attack):
         return result, queries
 
     def _evaluate(self, model, x_adv, y, goal, objective, need_grad: bool):
-        """(objective per sample, its input gradient or None, fooled?) at x_adv: one model evaluation."""
-        with torch.set_grad_enabled(need_grad):
-            x_adv = x_adv.detach().requires_grad_(need_grad)
-            logits = model(x_adv)
+        """(objective per sample, its input gradient or None, fooled?) at x_adv: one model evaluation
+        of ``eot`` passes. The objective and the gradient are the means over the passes; success is
+        judged on the averaged probabilities (log-mean-softmax). eot = 1: the single pass's own values."""
+        gains = []
+
+        def gain_of(logits: Tensor) -> Tensor:
             gain = objective(logits, goal, self.targeted)
-            grad = torch.autograd.grad(gain.sum(), x_adv)[0] if need_grad else None
-        return gain.detach().float(), grad, self.is_success(logits.detach(), y, goal)
+            gains.append(gain.detach().float())
+            return gain
+
+        if need_grad:
+            logits, grad = eot_gradient(model, x_adv, gain_of, self.eot)
+        else:
+            with torch.no_grad():
+                passes = [model(x_adv.detach()) for _ in range(self.eot)]
+            for logits in passes:
+                gain_of(logits)
+            logits, grad = mean_logits(passes), None
+        gain = gains[0]
+        if len(gains) > 1:
+            # anchored at the first pass, so identical passes (a deterministic model) average to exactly
+            # the single-pass value and the step-size decisions stay those of eot = 1
+            gain = gain + torch.stack([g - gains[0] for g in gains[1:]]).sum(dim=0) / len(gains)
+        return gain, grad, self.is_success(logits.detach(), y, goal)
 
     def _single_run(self, model, x, y, goal, objective, generator):
         """One APGD run: (returned images, fooled?, evaluations used, best objective)."""
@@ -213,7 +243,7 @@ class APGD(Attack):
         step = torch.full((n,), 2 * self.eps, dtype=x.dtype, device=x.device)  # eta(0) = 2 eps
         best_x, best_gain, best_grad = x_cur.clone(), gain.clone(), grad.clone()
         found, first = fooled.clone(), x_cur.clone()
-        used = torch.where(fooled, 1, self.n_iter + 1).to(torch.int64)
+        used = torch.where(fooled, 1, self.n_iter + 1).to(torch.int64) * self.eot  # every pass counts
 
         # step-size bookkeeping since the last checkpoint
         last_checkpoint = 0
@@ -241,7 +271,7 @@ class APGD(Attack):
                 best_grad[improved] = grad[improved]
             newly = fooled & ~found
             first[newly] = x_cur[newly]
-            used[newly] = k + 1
+            used[newly] = (k + 1) * self.eot
             found |= newly
 
             if k in schedule and k < self.n_iter:
@@ -270,12 +300,12 @@ class _FixedObjectiveAPGD(APGD):
 
     def __init__(self, *, eps: float, norm: str = "linf", n_iter: int = 100, restarts: int = 1,
                  random_start: bool = True, alpha: float = 0.75, rho: float = 0.75, targeted: bool = False,
-                 objective: str | None = None):
+                 objective: str | None = None, eot: int = 1):
         if objective not in (None, self.fixed_objective):
             raise ValueError(f"{self.name} always uses the {self.fixed_objective!r} objective; "
                              f"use 'apgd' with objective={objective!r} instead")
         super().__init__(eps=eps, norm=norm, n_iter=n_iter, restarts=restarts, random_start=random_start,
-                         alpha=alpha, rho=rho, targeted=targeted, objective=self.fixed_objective)
+                         alpha=alpha, rho=rho, targeted=targeted, objective=self.fixed_objective, eot=eot)
 
 
 @ATTACKS.register("apgd-ce")

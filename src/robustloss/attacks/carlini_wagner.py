@@ -56,7 +56,17 @@ Defaults and their sources:
 ``queries``: model evaluations a sample went through until its returned example was found:
 one forward pass on the clean x, then one forward+backward pass per iteration (summed over
 search steps; iterations after an early abort are not run and not counted). Samples never
-fooled report the total.
+fooled report the total. With ``eot`` every one of these evaluations is ``eot`` passes and counts eot.
+
+``eot`` (Expectation over Transformation, Athalye et al. 2018; ``robustloss.attacks.eot``): against a
+randomised model (``robustloss.defenses``) one forward pass per iteration makes Adam follow the noise
+of that pass's draw, and a "success" may fool that draw only. With ``eot > 1`` each iteration runs
+``eot`` forward/backward passes at the same iterate: Adam gets the gradient (w.r.t. w) of the whole
+loss ||x_adv - x||^2 + c f averaged over the passes, abort_early watches the averaged loss, and the
+success test that drives the best-distance bookkeeping and the binary search (and the clean check) is
+made on the averaged class probabilities, log(mean softmax). Differences of log-mean-softmax are
+logit differences when there is one pass, so ``confidence`` keeps its meaning: a log-odds margin, here
+between expected probabilities. ``eot = 1`` is exactly the plain attack.
 """
 
 from __future__ import annotations
@@ -68,6 +78,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustloss.attacks.base import Attack
+from robustloss.attacks.eot import check_eot, eot_hyperparameter, eot_logits, mean_logits
 from robustloss.attacks.objectives import Objective, logit_margin
 from robustloss.attacks.presets import register_preset
 from robustloss.attacks.registry import ATTACKS
@@ -133,6 +144,7 @@ class CarliniWagnerL2(Attack):
         abort_early: bool = True,
         targeted: bool = False,
         objective: str = "cw",
+        eot: int = 1,
     ):
         if objective not in ("cw", "adaptive"):
             raise ValueError(f"cw: C&W always uses its logit margin on the model's logits; objective must be "
@@ -151,6 +163,7 @@ class CarliniWagnerL2(Attack):
         self.binary_search_steps, self.steps = int(binary_search_steps), int(steps)
         self.initial_const, self.lr, self.confidence = float(initial_const), float(lr), float(confidence)
         self.abort_early = bool(abort_early)
+        self.eot = check_eot(self.name, eot)
 
     def hyperparameters(self) -> dict:
         return super().hyperparameters() | {
@@ -160,7 +173,7 @@ class CarliniWagnerL2(Attack):
             "lr": self.lr,
             "confidence": self.confidence,
             "abort_early": self.abort_early,
-        }
+        } | eot_hyperparameter(self.eot)
 
     def run(
         self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, objective: Objective,
@@ -177,9 +190,9 @@ class CarliniWagnerL2(Attack):
         # Samples fooled as they are (misclassified, or already the target) are returned exactly
         # unchanged at distance 0 rather than through the tanh round trip, and not optimised.
         with torch.no_grad():
-            fooled = reaches_confidence(model(x), y, goal, self.targeted, self.confidence)
+            fooled = reaches_confidence(eot_logits(model, x, self.eot), y, goal, self.targeted, self.confidence)
         best_l2[fooled] = 0.0
-        used = torch.ones(n, dtype=torch.int64, device=x.device)  # that forward pass
+        used = torch.full((n,), self.eot, dtype=torch.int64, device=x.device)  # that forward pass (eot passes)
         queries_at_best = used.clone()
         check_every = max(1, self.steps // 10)
 
@@ -195,11 +208,9 @@ class CarliniWagnerL2(Attack):
             for step in range(self.steps):
                 index = active.nonzero().squeeze(1)
                 x_adv = from_tanh_space(w[index])
-                logits = model(x_adv)
-                l2_sq = (x_adv - x[index]).flatten(1).pow(2).sum(dim=1)
-                loss = l2_sq + const[index] * cw_loss_term(logits, goal[index], self.targeted, self.confidence)
-                (grad,) = torch.autograd.grad(loss.sum(), w)
-                used[index] += 1
+                logits, l2_sq, loss, grad = self._loss_and_gradient(model, w, x_adv, x[index], goal[index],
+                                                                    const[index])
+                used[index] += self.eot
 
                 # Record this iterate (it is the point the forward pass just evaluated).
                 with torch.no_grad():
@@ -238,6 +249,36 @@ class CarliniWagnerL2(Attack):
 
         queries = torch.where(torch.isfinite(best_l2), queries_at_best, used)
         return best, queries
+
+    def _loss_and_gradient(self, model: nn.Module, w: Tensor, x_adv: Tensor, x: Tensor, goal: Tensor,
+                           const: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(logits, ||x_adv - x||^2, loss per sample, gradient of the summed loss w.r.t. w) at the
+        iterate x_adv = from_tanh_space(w[rows]). With eot > 1 the loss and the gradient are averaged
+        over ``eot`` passes and the logits are the log-mean-softmax of the passes (for the success test);
+        eot = 1 returns the single pass's own values (the plain attack, bit for bit).
+
+        Not ``eot.eot_gradient``: the gradient is taken w.r.t. w, through the tanh change of variables
+        and the distance term, not w.r.t. the model's input. One pass at a time; the graph of x_adv(w)
+        is shared by the passes, so it is retained until the last one."""
+        l2_sq = (x_adv - x).flatten(1).pow(2).sum(dim=1)
+        passes, losses, grad = [], [], None
+        for p in range(self.eot):
+            logits = model(x_adv)
+            loss = l2_sq + const * cw_loss_term(logits, goal, self.targeted, self.confidence)
+            (more,) = torch.autograd.grad(loss.sum(), w, retain_graph=p < self.eot - 1)
+            if self.eot == 1:
+                return logits, l2_sq, loss, more
+            # anchored at the first pass: identical passes (a deterministic model) average to exactly the
+            # single-pass value, so there C&W's iterates are those of eot = 1
+            if grad is None:
+                first_grad, first_loss, grad = more, loss.detach(), torch.zeros_like(more)
+            else:
+                grad += more - first_grad
+                losses.append(loss.detach() - first_loss)
+            passes.append(logits.detach())
+        grad = first_grad + grad / self.eot
+        loss = first_loss + torch.stack(losses).sum(dim=0) / self.eot
+        return mean_logits(passes), l2_sq, loss, grad
 
 
 register_preset(

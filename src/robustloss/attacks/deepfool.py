@@ -42,7 +42,21 @@ Defaults and their sources:
 ``queries``: forward passes a sample went through until its returned point was evaluated,
 i.e. linearisations + 1 (the last forward confirms the flip); max_iter + 1 for samples never
 fooled, 1 for samples misclassified from the start. Each linearisation also costs
-``min(candidates, classes) - 1`` backward passes, not counted.
+``min(candidates, classes) - 1`` backward passes, not counted. With ``eot`` every forward counts eot.
+
+``eot`` (Expectation over Transformation, Athalye et al. 2018; ``robustloss.attacks.eot``): against a
+randomised model (``robustloss.defenses``) one forward pass linearises one random draw, and a flip may
+fool that draw only. With ``eot > 1`` every linearisation runs ``eot`` forward passes at the iterate and
+linearises their mean logits: f_k and w_k = grad f_k are averaged over the passes (one backward per
+candidate through all of them). The *raw* logits are averaged here, not log-mean-softmax: the mean of
+linear functions is linear, so the averaged f_k and the averaged gradients w_k are the value and the
+exact gradient of one function, E[Z_k - Z_k0], and the step to its linearised boundary is consistent;
+log-mean-softmax is nonlinear in the passes, and its gradient is not the average of theirs. The
+decisions (candidate classes, "has the prediction left k0?") use the averaged class probabilities
+(log-mean-softmax) like the other attacks' success tests, so the attack does not stop on an iterate that
+fooled one lucky draw. The passes' graphs of one linearisation are held together (the decisions come
+before the gradients), so memory grows with eot; use smaller batches for large eot. ``eot = 1`` is
+exactly the plain attack.
 """
 
 from __future__ import annotations
@@ -54,6 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustloss.attacks.base import Attack
+from robustloss.attacks.eot import check_eot, eot_hyperparameter, mean_logits
 from robustloss.attacks.objectives import Objective
 from robustloss.attacks.presets import register_preset
 from robustloss.attacks.registry import ATTACKS
@@ -87,6 +102,7 @@ class DeepFool(Attack):
         candidates: int = 10,
         targeted: bool = False,
         objective: str = "cw",
+        eot: int = 1,
     ):
         if targeted:
             raise ValueError("deepfool is untargeted only (it steps to the nearest boundary, whichever class)")
@@ -102,11 +118,12 @@ class DeepFool(Attack):
             raise ValueError(f"deepfool: candidates must be an integer >= 2 (the original class and one other), "
                              f"got {candidates}")
         self.max_iter, self.overshoot, self.candidates = int(max_iter), float(overshoot), int(candidates)
+        self.eot = check_eot(self.name, eot)
 
     def hyperparameters(self) -> dict:
         return super().hyperparameters() | {
             "max_iter": self.max_iter, "overshoot": self.overshoot, "candidates": self.candidates,
-        }
+        } | eot_hyperparameter(self.eot)
 
     def run(
         self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, objective: Objective,
@@ -123,14 +140,18 @@ class DeepFool(Attack):
         for i in range(self.max_iter + 1):
             index = active.nonzero().squeeze(1)
             point = x_adv[index].requires_grad_(True)
-            logits = model(point)
-            queries[index] += 1
+            passes = [model(point) for _ in range(self.eot)]  # graphs kept: the gradients come after the decisions
+            queries[index] += self.eot
+            # decisions on the averaged probabilities; the linearisation on the averaged raw logits (see
+            # the module docstring: the mean of the passes' logits is linear, so f and w stay consistent)
+            decided = mean_logits([logits.detach() for logits in passes])
+            logits = passes[0] if self.eot == 1 else torch.stack(passes).mean(dim=0)
             if classes is None:
                 k = min(self.candidates, logits.shape[1])
                 # Candidates: the top-k clean classes, with the original class y first.
-                own_first = logits.detach().masked_fill(F.one_hot(y, logits.shape[1]).bool(), math.inf)
+                own_first = decided.masked_fill(F.one_hot(y, logits.shape[1]).bool(), math.inf)
                 classes = own_first.topk(k, dim=1).indices
-            still = logits.detach().argmax(dim=1) == y[index]
+            still = decided.argmax(dim=1) == y[index]
             active[index[~still]] = False
             if i == self.max_iter or not still.any():
                 break

@@ -16,13 +16,12 @@ an example that only just crosses the substitute's boundary rarely fools another
 whole attack is repeated from new random starts on the samples still standing, keeping the
 first success per sample (Madry et al. 2018; Croce & Hein 2020 keep the best restart too).
 
-``eot > 1`` (Expectation over Transformation, Athalye et al. 2018) averages the input gradient of
-each step over ``eot`` forward/backward passes. A randomised model (``robustloss.defenses``) gives a
-different gradient on every pass; one pass follows the noise of one random draw, the average follows
-the expected decision function the defence really implements. For a deterministic model the passes
-are identical, so ``eot`` only costs time; ``eot=1`` is exactly the plain attack. The early-stopping
-bookkeeping judges success on the logits of the first pass of each step, and ``queries`` count every
-pass (``eot`` model evaluations per step).
+``eot > 1`` (Expectation over Transformation, Athalye et al. 2018; ``robustloss.attacks.eot``) averages
+each step's input gradient and class probabilities over ``eot`` forward/backward passes. A randomised
+model (``robustloss.defenses``) gives a different gradient on every pass; the average follows the
+expected decision function the defence really implements, and success (early stopping) is judged on the
+averaged probabilities, not on one lucky draw. For a deterministic model the passes are identical, so
+``eot`` only costs time; ``eot=1`` is exactly the plain attack. ``queries`` count every pass.
 """
 
 from __future__ import annotations
@@ -33,16 +32,12 @@ import torch
 from torch import Tensor, nn
 
 from robustloss.attacks.base import Attack, warn_if_budget_unreachable
+from robustloss.attacks.eot import check_eot, eot_gradient, eot_hyperparameter
 from robustloss.attacks.objectives import Objective
 
 
 def _per_sample_norm(t: Tensor, p: float) -> Tensor:
     return t.flatten(1).norm(p=p, dim=1).view(-1, *([1] * (t.dim() - 1)))
-
-
-def eot_hyperparameter(eot: int) -> dict:
-    """``{"eot": eot}`` only when EOT is on, so records and cache keys of plain attacks stay unchanged."""
-    return {"eot": eot} if eot != 1 else {}
 
 
 class IterativeGradientAttack(Attack):
@@ -64,10 +59,7 @@ class IterativeGradientAttack(Attack):
     ):
         super().__init__(eps=eps, targeted=targeted, objective=objective)
         self.early_stop = bool(early_stop)
-        if int(eot) != eot or eot < 1:
-            raise ValueError(f"{self.name}: eot (gradient passes averaged per step) must be an integer >= 1, "
-                             f"got {eot}")
-        self.eot = int(eot)
+        self.eot = check_eot(self.name, eot)
         if steps < 1:
             raise ValueError(f"{self.name}: steps must be >= 1, got {steps}")
         if step_size <= 0:
@@ -129,16 +121,8 @@ class IterativeGradientAttack(Attack):
 
     def _gradient(self, model: nn.Module, x_adv: Tensor, goal: Tensor, objective: Objective
                   ) -> tuple[Tensor, Tensor]:
-        """(logits of the first pass, input gradient of the objective averaged over ``eot`` passes)."""
-        x_adv = x_adv.detach().requires_grad_(True)
-        first_logits = model(x_adv)
-        (grad,) = torch.autograd.grad(objective(first_logits, goal, self.targeted).sum(), x_adv)
-        if self.eot == 1:
-            return first_logits, grad  # untouched: eot=1 stays bit-identical to the plain attack
-        for _ in range(self.eot - 1):  # a loop, not one big batch: memory stays that of one pass
-            (more,) = torch.autograd.grad(objective(model(x_adv), goal, self.targeted).sum(), x_adv)
-            grad = grad + more
-        return first_logits, grad / self.eot
+        """(logits, input gradient of the objective), averaged over ``eot`` passes when eot > 1."""
+        return eot_gradient(model, x_adv, lambda logits: objective(logits, goal, self.targeted), self.eot)
 
     def _one_run(self, model, x, y, goal, objective, generator, check_last: bool = False
                  ) -> tuple[Tensor, Tensor, Tensor]:
@@ -157,7 +141,7 @@ class IterativeGradientAttack(Attack):
             if self.early_stop:
                 newly = self.is_success(logits.detach(), y, goal) & ~found
                 best[newly] = x_adv[newly]
-                steps_used[newly] = step * self.eot + 1  # found on the first pass of this step
+                steps_used[newly] = (step + 1) * self.eot  # judged on all the passes of this step
                 found |= newly
                 if found.all():  # every sample already has its adversarial example: the rest is wasted work
                     return best, found, steps_used

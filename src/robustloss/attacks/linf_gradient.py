@@ -15,7 +15,8 @@ Every preset takes ``eot`` (default 1): gradient passes averaged per step agains
 from __future__ import annotations
 
 from robustloss.attacks.base import Attack
-from robustloss.attacks.iterative import IterativeGradientAttack, L2IterativeGradientAttack, eot_hyperparameter
+from robustloss.attacks.eot import eot_hyperparameter
+from robustloss.attacks.iterative import IterativeGradientAttack, L2IterativeGradientAttack
 from robustloss.attacks.registry import ATTACKS
 
 

@@ -2,7 +2,7 @@
 
 ``apply_defense(model, "random-resize-pad", draws=5)`` wraps ``model``; the result is an ``nn.Module``
 mapping [0, 1] images to logits, so every attack and the evaluation engine use it unchanged. Stochastic
-defences need EOT attacks (``eot=`` on FGSM/BIM/PGD/MIM/PGD-L2) for an honest robustness number; the
+defences need EOT attacks (``eot=`` on FGSM/BIM/PGD/MIM/PGD-L2/APGD/C&W/DeepFool) for an honest robustness number; the
 diagnostics warn when that is missing (``robustloss.evaluate.stochastic.record_stochasticity``).
 """
 

@@ -16,7 +16,7 @@ and pad_to = the top of that range (28 -> 31 for MNIST, 32 -> 35 for CIFAR).
 
 Randomness is drawn per image from the global torch RNG (``torch.randint`` on the input's device), so
 two forward passes differ and ``torch.manual_seed`` makes a run reproducible. Every operation is
-differentiable in the input, so gradient attacks (and EOT, ``eot=`` on the iterative attacks) see the
+differentiable in the input, so gradient attacks (and EOT, ``eot=`` on the gradient attacks) see the
 real decision function rather than a masked one.
 """
 

@@ -47,7 +47,6 @@ WHITE_BOX = ITERATIVE | SINGLE_STEP | {"cw", "deepfool"}
 BLACK_BOX = {"transfer", "spsa", "simba"}
 LARGE_EPS = {"linf": 1.0}
 MASKED_GRADIENT_SHARE = 0.05  # more zero/NaN input gradients than this is suspicious
-EOT_CAPABLE = {"fgsm", "bim", "pgd", "mim", "pgd-l2"}  # the attacks that take eot=
 
 
 @dataclass
@@ -220,6 +219,13 @@ def _objectives(ev: Evaluation) -> Diagnostic:
     return Diagnostic(8, title, "warn" if findings else "pass", "; ".join(findings) or f"{compared} comparisons")
 
 
+def _eot_capable() -> list[str]:
+    """The registered attacks that take ``eot=`` (read from their signatures, so new ones show up)."""
+    from robustloss.attacks import ATTACKS
+
+    return [name for name in ATTACKS.names() if "eot" in ATTACKS.parameters(name)]
+
+
 def _eot_on_stochastic(ev: Evaluation) -> Diagnostic:
     title = "gradient attacks use EOT on a stochastic model"
     stochastic = ev.meta.get("stochastic")
@@ -239,7 +245,7 @@ def _eot_on_stochastic(ev: Evaluation) -> Diagnostic:
                if not any(int(r.params.get("eot", 1)) > 1 for r in records)]
     if missing:
         return Diagnostic(9, title, "warn", "the model is stochastic but no attack used EOT at " + "; ".join(missing)
-                          + f": add eot=10 or more to one of {', '.join(sorted(EOT_CAPABLE))} (Athalye et al. "
+                          + f": add eot=10 or more to one of {', '.join(_eot_capable())} (Athalye et al. "
                           "2018), or the robust accuracy is overstated", {"without_eot": missing})
     return Diagnostic(9, title, "pass", f"{len(budgets)} budgets, each attacked with EOT")
 

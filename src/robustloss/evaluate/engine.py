@@ -18,6 +18,14 @@
   verdict on every sample is still an fp32 forward pass). Minimum-norm attacks (C&W,
   DeepFool: no budget) always run in fp32: in bf16 they find far fewer adversarial examples
   (DeepFool on a LeNet-5: 54 % "robust" against 0 % in fp32), which would flatter the model.
+* A stochastic model (a randomised defence) draws from the global torch RNG. Every batch of every
+  attack (and the clean pass) runs under a forked global RNG seeded from its own seed, so such models
+  too give identical records under a fixed seed, after a resume from the cache and under torchrun.
+  Whether the model is stochastic is tested first (two passes on the same images differ:
+  ``meta["stochastic"]``, which diagnostic 9 reads). If it is, ``redraws=K`` (default 10, 0 = off)
+  repeats the final prediction of every evaluated image K more times (clean and adversarial, fp32)
+  and stores them in the records (``Evaluation.accuracy_over_draws``): a single pass of a random model
+  is one draw, and K draws show how far the headline number can move.
 * Under ``torchrun`` the batches of every (attack, eps) are dealt round-robin to the ranks;
   each rank attacks its own, and the finished batches are gathered so that every rank holds
   the whole record (worst-case mode needs it to choose the next attack's samples). Batches
@@ -27,6 +35,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 import zlib
@@ -44,9 +53,12 @@ from robustloss.device import resolve_device
 from robustloss.evaluate.chunk_cache import ChunkCache, model_fingerprint
 from robustloss.evaluate.plan import AttackSpec
 from robustloss.evaluate.records import NOT_ATTACKED, AttackRecord, Evaluation
+from robustloss.evaluate.stochastic import is_stochastic
 from robustloss.evaluate.worst_case import broken_within
 from robustloss.models.classifier import Classifier
 from robustloss.train.loop import predict
+
+PROBE_IMAGES = 32  # images of the two-pass stochasticity probe: enough for a random defence to show
 
 
 def evaluate(
@@ -65,10 +77,14 @@ def evaluate(
     log: Callable[[str], None] = print,
     meta: dict | None = None,
     precision: str = "fp32",
+    redraws: int = 10,
 ) -> Evaluation:
     from robustloss.attacks.precision import check_precision
 
     check_precision(precision)
+    if int(redraws) != redraws or redraws < 0:
+        raise ValueError(f"redraws (extra predictions per image for a stochastic model) must be an integer >= 0, "
+                         f"got {redraws}")
     if mode not in ("protocol", "worst-case"):
         raise ValueError(f"mode must be 'protocol' or 'worst-case', got {mode!r}")
     dev = resolve_device(device)
@@ -76,10 +92,20 @@ def evaluate(
     if max_samples is not None and max_samples < len(split):
         split = split.subset(slice(0, max_samples))
     labels = split.labels.numpy()
-    clean_pred = predict(model, split, batch_size=batch_size, device=dev).numpy()
+    stochastic = len(split) > 0 and is_stochastic(model, split.batch(slice(0, PROBE_IMAGES))[0].to(dev))
+    redraws = int(redraws) if stochastic else 0
+    with seeded_global_rng(seed, dev):
+        clean_pred = predict(model, split, batch_size=batch_size, device=dev).numpy()
+    clean_redraws = None
+    if redraws:
+        with seeded_global_rng(seed + 1, dev):
+            clean_redraws = np.stack([predict(model, split, batch_size=batch_size, device=dev).numpy()
+                                      for _ in range(redraws)])
     evaluation = Evaluation(index=np.arange(len(split)), labels=labels, clean_pred=clean_pred,
-                            meta=dict(meta or {}) | {"seed": seed, "mode": mode}
-                    | ({"precision": precision} if precision != "fp32" else {}))
+                            meta=dict(meta or {}) | {"seed": seed, "mode": mode, "stochastic": stochastic}
+                            | ({"precision": precision} if precision != "fp32" else {})
+                            | ({"redraws": int(redraws)} if redraws else {}),
+                            clean_redraw_pred=clean_redraws)
     log(f"clean accuracy {100 * evaluation.clean_accuracy:.1f}% on {len(split)} samples")
     cache = ChunkCache(cache_dir) if cache_dir is not None else None
     fingerprint = model_fingerprint(model) if cache is not None else ""
@@ -102,22 +128,27 @@ def evaluate(
                 attack, spec, eps, split, np.flatnonzero(to_attack), num_classes, batch_size=batch_size, seed=seed,
                 device=dev, model=model, cache=cache, fingerprint=fingerprint,
                 save_adversarial=save_adversarial, progress=progress, batches_per_rank=batches_per_rank,
-                precision=precision if eps is not None else "fp32",
+                precision=precision if eps is not None else "fp32", redraws=int(redraws),
             )
             evaluation.records.append(record)
             shown = "-" if eps is None else f"{eps:g}"
+            spread = evaluation.accuracy_over_draws(record)
+            over_draws = (f", over {spread.draws} draws {100 * spread.mean:.1f} +- {100 * spread.std:.1f}%"
+                          if spread is not None else "")
             log(f"{spec.name:>9} eps={shown:<6} accuracy {100 * evaluation.accuracy(record):5.1f}%  "
-                f"({int(record.attacked.sum())} attacked, {record.seconds:.1f}s)")
+                f"({int(record.attacked.sum())} attacked, {record.seconds:.1f}s{over_draws})")
     return evaluation
 
 
 def _run_attack(attack, spec: AttackSpec, eps, split: ImageSplit, indices: np.ndarray, num_classes: int, *,
                 batch_size: int, seed: int, device, model, cache: ChunkCache | None, fingerprint: str,
-                save_adversarial, progress: bool, batches_per_rank: list, precision: str = "fp32") -> AttackRecord:
+                save_adversarial, progress: bool, batches_per_rank: list, precision: str = "fp32",
+                redraws: int = 0) -> AttackRecord:
     n = len(split)
     out = {"adv_pred": np.full(n, NOT_ATTACKED, dtype=np.int64), "linf": np.full(n, np.nan, dtype=np.float32),
            "l2": np.full(n, np.nan, dtype=np.float32), "queries": np.zeros(n, dtype=np.int64),
            "target": np.full(n, NOT_ATTACKED, dtype=np.int64)}
+    redraw_pred = np.full((redraws, n), NOT_ATTACKED, dtype=np.int64) if redraws else None
     saved_index, saved_images = [], []
     objective = attack.objective_name
     hyperparameters = attack.hyperparameters()  # part of every chunk's cache key; computed once
@@ -134,11 +165,12 @@ def _run_attack(attack, spec: AttackSpec, eps, split: ImageSplit, indices: np.nd
         key = ChunkCache.key(attack=spec.name, params=hyperparameters, eps=eps, seed=batch_seed,
                              index=zlib.crc32(idx.tobytes()), n=len(idx), model=fingerprint,
                              with_images=save_adversarial is not None, targets=spec.targets,
-                             **({"precision": precision} if precision != "fp32" else {}))
+                             **({"precision": precision} if precision != "fp32" else {}),
+                             **({"redraws": redraws} if redraws else {}))
         chunk = cache.load(key) if cache is not None else None
         if chunk is None:
             chunk = _attack_chunk(attack, split, idx, num_classes, spec.targets, batch_seed, device, model,
-                                  keep_images=save_adversarial is not None, precision=precision)
+                                  keep_images=save_adversarial is not None, precision=precision, redraws=redraws)
             if cache is not None:
                 cache.save(key, chunk)
         done.append((start, chunk))
@@ -150,6 +182,8 @@ def _run_attack(attack, spec: AttackSpec, eps, split: ImageSplit, indices: np.nd
         idx = indices[start : start + batch_size]
         for name in out:
             out[name][idx] = chunk[name]
+        if redraw_pred is not None:
+            redraw_pred[:, idx] = chunk["redraw_pred"]
         objective = str(chunk["objective"]) if "objective" in chunk else objective
         if save_adversarial is not None:
             saved_index.append(idx[chunk["fooled"]])
@@ -166,14 +200,14 @@ def _run_attack(attack, spec: AttackSpec, eps, split: ImageSplit, indices: np.nd
     record = AttackRecord(attack=attack_name, eps=eps, params=params, seconds=time.perf_counter() - started,
                           norm=attack.norm, label=label,
                           adv_pred=out["adv_pred"], linf=out["linf"], l2=out["l2"], queries=out["queries"],
-                          target=out["target"] if attack.targeted else None)
+                          target=out["target"] if attack.targeted else None, redraw_pred=redraw_pred)
     if save_adversarial is not None and distributed.is_main():
         _save_examples(Path(save_adversarial), record, split, saved_index, saved_images)
     return record
 
 
 def _attack_chunk(attack, split: ImageSplit, idx: np.ndarray, num_classes: int, targets: str, batch_seed: int,
-                  device, model, keep_images: bool, precision: str = "fp32") -> dict[str, np.ndarray]:
+                  device, model, keep_images: bool, precision: str = "fp32", redraws: int = 0) -> dict[str, np.ndarray]:
     x, y = split.batch(torch.from_numpy(idx))
     generator = torch.Generator().manual_seed(batch_seed)
     target = None
@@ -182,16 +216,35 @@ def _attack_chunk(attack, split: ImageSplit, idx: np.ndarray, num_classes: int, 
             target = (y + 1) % num_classes
         else:  # a uniformly random wrong class
             target = (y + torch.randint(1, num_classes, y.shape, generator=generator)) % num_classes
-    result = attack(model, x.to(device), y.to(device), target=None if target is None else target.to(device),
-                    generator=generator, precision=precision)
+    with seeded_global_rng(batch_seed, device):  # a random model's draws are reproducible per batch
+        result = attack(model, x.to(device), y.to(device), target=None if target is None else target.to(device),
+                        generator=generator, precision=precision)
     adv_pred = result.pred.cpu().numpy()
     chunk = {"adv_pred": adv_pred, "linf": result.linf.cpu().float().numpy(), "l2": result.l2.cpu().float().numpy(),
              "queries": result.queries.cpu().numpy(), "objective": np.array(result.objective),
              "target": (target.numpy() if target is not None else np.full(len(idx), NOT_ATTACKED, dtype=np.int64))}
+    if redraws:
+        with seeded_global_rng(batch_seed + 1, device):
+            chunk["redraw_pred"] = np.stack([predict(model, result.x_adv, device=device).numpy()
+                                             for _ in range(redraws)])
     if keep_images:
         fooled = adv_pred != y.numpy()
         chunk |= {"fooled": fooled, "x_adv": result.x_adv[torch.from_numpy(fooled).to(result.x_adv.device)].cpu().numpy()}
     return chunk
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device):
+    """Run the block under a fork of the global torch RNG (CPU, and the CUDA device in use) seeded with
+    ``seed``; the caller's random stream is left exactly as it was."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:  # only the device forked above: torch.manual_seed would also reseed every other GPU
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 def _save_examples(folder: Path, record: AttackRecord, split: ImageSplit, index: list, images: list) -> Path:

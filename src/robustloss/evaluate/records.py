@@ -8,6 +8,11 @@ Accuracy under attack follows the papers' convention: a sample counts as robust 
 the clean image is classified correctly *and* the adversarial image still is; clean
 misclassifications are failures.
 
+A stochastic model (a randomised defence) makes every prediction one draw of a random variable.
+``redraws`` then repeats each final prediction K times (``clean_redraw_pred`` and each record's
+``redraw_pred``, shape (K, n)); ``accuracy_over_draws`` turns them into the mean and spread of the
+accuracy over draws. The single-draw arrays stay the headline numbers, as the papers report them.
+
 Records are stored as one ``.npz`` of plain arrays plus JSON metadata (loaded with
 ``allow_pickle=False``, so opening a results file never executes code).
 """
@@ -37,6 +42,7 @@ class AttackRecord:
     norm: str | None = "linf"  # the attack's threat model: "linf", "l2" or None
     label: str = ""  # display name (defaults to the attack name)
     target: np.ndarray | None = None  # (n,) target classes of a targeted attack
+    redraw_pred: np.ndarray | None = None  # (K, n) K more predictions of the final images; NOT_ATTACKED where skipped
 
     @property
     def objective(self) -> str:
@@ -61,6 +67,7 @@ class Evaluation:
     clean_pred: np.ndarray  # (n,) int64
     records: list[AttackRecord] = field(default_factory=list)
     meta: dict = field(default_factory=dict)  # model, dataset, seed, ... (free-form, JSON-able)
+    clean_redraw_pred: np.ndarray | None = None  # (K, n) K more clean predictions of a stochastic model
 
     @property
     def n(self) -> int:
@@ -85,6 +92,19 @@ class Evaluation:
         """Clean-correct samples the attack actually turned wrong (skipped samples excluded)."""
         return self.clean_correct & record.attacked & (record.adv_pred != self.labels)
 
+    def accuracy_over_draws(self, record: AttackRecord | None = None) -> DrawSpread | None:
+        """Accuracy (clean when ``record`` is None) over the K redraws: mean, standard deviation and the
+        per-draw values; None when there were no redraws. A sample counts as robust in draw d when its
+        clean prediction is correct (the headline, single-draw verdict that decided which samples were
+        attacked) and the d-th redraw of its adversarial image is still correct."""
+        redraws = self.clean_redraw_pred if record is None else record.redraw_pred
+        if redraws is None or len(redraws) == 0 or self.n == 0:
+            return None
+        correct = redraws == self.labels[None, :]
+        if record is not None:
+            correct &= self.clean_correct[None, :]
+        return DrawSpread.of(correct.mean(axis=1))
+
     def find(self, attack: str, eps: float | None) -> AttackRecord:
         for record in self.records:
             if record.name == attack and _same_eps(record.eps, eps):
@@ -108,10 +128,14 @@ class Evaluation:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"index": self.index, "labels": self.labels, "clean_pred": self.clean_pred}
+        if self.clean_redraw_pred is not None:
+            arrays["clean_redraw_pred"] = self.clean_redraw_pred
         for i, r in enumerate(self.records):
             arrays |= {f"r{i}_adv_pred": r.adv_pred, f"r{i}_linf": r.linf, f"r{i}_l2": r.l2, f"r{i}_queries": r.queries}
             if r.target is not None:
                 arrays[f"r{i}_target"] = r.target
+            if r.redraw_pred is not None:
+                arrays[f"r{i}_redraw_pred"] = r.redraw_pred
         meta = {"meta": self.meta, "records": [
             {"attack": r.attack, "eps": r.eps, "params": r.params, "seconds": r.seconds, "norm": r.norm,
              "label": r.label} for r in self.records]}
@@ -130,11 +154,29 @@ class Evaluation:
                              norm=m.get("norm", "linf"), label=m.get("label", ""),
                              target=data[f"r{i}_target"] if f"r{i}_target" in data.files else None,
                              adv_pred=data[f"r{i}_adv_pred"], linf=data[f"r{i}_linf"], l2=data[f"r{i}_l2"],
-                             queries=data[f"r{i}_queries"])
+                             queries=data[f"r{i}_queries"],
+                             redraw_pred=data[f"r{i}_redraw_pred"] if f"r{i}_redraw_pred" in data.files else None)
                 for i, m in enumerate(meta["records"])
             ]
             return cls(index=data["index"], labels=data["labels"], clean_pred=data["clean_pred"],
-                       records=records, meta=meta["meta"])
+                       records=records, meta=meta["meta"],
+                       clean_redraw_pred=data["clean_redraw_pred"] if "clean_redraw_pred" in data.files else None)
+
+
+@dataclass(frozen=True)
+class DrawSpread:
+    """An accuracy measured over K random draws of a stochastic model's predictions."""
+
+    draws: int
+    mean: float
+    std: float  # sample standard deviation over draws (0 for a single draw)
+    per_draw: tuple[float, ...]
+
+    @classmethod
+    def of(cls, per_draw: np.ndarray) -> "DrawSpread":
+        values = tuple(float(v) for v in per_draw)
+        std = float(np.std(per_draw, ddof=1)) if len(values) > 1 else 0.0
+        return cls(draws=len(values), mean=float(np.mean(per_draw)), std=std, per_draw=values)
 
 
 def _same_eps(a: float | None, b: float | None) -> bool:

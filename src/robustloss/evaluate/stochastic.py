@@ -1,7 +1,7 @@
 """Helpers for stochastic models (randomised defences, dropout left on, noise layers).
 
 A stochastic model makes two numbers unreliable unless handled: gradient attacks that follow one
-random draw per step (use ``eot=`` on the iterative attacks, Athalye et al. 2018), and accuracies read
+random draw per step (use ``eot=`` on the gradient attacks, Athalye et al. 2018), and accuracies read
 from a single forward pass (``prediction_spread`` shows how much they move between draws).
 
 ``record_stochasticity(evaluation, model, x)`` stores ``evaluation.meta["stochastic"]``; diagnostic 9

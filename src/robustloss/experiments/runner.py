@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import torch
 
 from robustloss import distributed
 from robustloss.data import load_dataset
@@ -230,16 +229,10 @@ class ExperimentRunner:
             model, data.test, plan, batch_size=cell.evaluate.batch_size, seed=cell.evaluate.seed,
             device=self.device, max_samples=cell.evaluate.n_test, mode=cell.evaluate.mode,
             cache_dir=run_dir / "chunks", progress=self.progress, log=lambda m: self.log(f"    {m}"),
-            precision=cell.evaluate.precision,
+            precision=cell.evaluate.precision, redraws=cell.evaluate.redraws,
             meta={"run": cell.hash, "dataset": cell.train.dataset, "model": cell.train.model,
                   "labels": cell.labels},
         )
-        if defense is not None:  # a random defence must be attacked with EOT; check 9 of the diagnostics says so
-            from robustloss.evaluate.stochastic import record_stochasticity
-
-            device = next(model.parameters()).device
-            if record_stochasticity(evaluation, model, data.test.batch(slice(0, 32))[0].to(device)):
-                _record_clean_spread(evaluation, model, data.test, device)
         diagnostics = None
         if cell.evaluate.diagnostics:
             evaluation.meta["gradient_probe"] = gradient_probe(model, data.test, n=min(500, evaluation.n),
@@ -250,18 +243,6 @@ class ExperimentRunner:
         if distributed.is_main():  # every rank holds the whole evaluation (engine.py gathers it)
             evaluation.save(run_dir / "records.npz")
         self.store.save_evaluation(run_id, evaluation, diagnostics)
-
-
-def _record_clean_spread(evaluation, model, split, device, draws: int = 10) -> None:
-    """For a random model, the clean accuracy over ``draws`` passes (mean and spread): the
-    single-pass verdicts in the records are one draw of a random variable."""
-    from robustloss.evaluate.stochastic import prediction_spread
-
-    x, y = split.batch(slice(0, evaluation.n))
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(evaluation.meta.get("seed", 0))
-        mean, spread = prediction_spread(model, x.to(device), y.to(device), draws=draws)
-    evaluation.meta["clean_accuracy_over_draws"] = {"draws": draws, "mean": mean, "std": spread}
 
 
 def _with_substitute(spec: AttackSpec, substitutes: dict[str, Path]) -> AttackSpec:

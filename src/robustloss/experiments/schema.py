@@ -68,12 +68,15 @@ class EvaluateConfig:
     # bf16: budgeted attacks step under bf16 autocast (verdicts stay fp32; C&W/DeepFool stay fp32)
     precision: Literal["fp32", "bf16"] = "fp32"
     defense: DefenseSpec | None = None  # wraps the trained model at evaluation (the training is shared)
+    redraws: int = 10  # a stochastic model's final predictions are repeated this many more times (0 = off)
 
     def __post_init__(self) -> None:
         if self.n_test is not None and self.n_test < 1:
             raise ConfigError(f"evaluate.n_test must be >= 1 or null, got {self.n_test}")
         if self.batch_size < 1:
             raise ConfigError(f"evaluate.batch_size must be >= 1, got {self.batch_size}")
+        if self.redraws < 0:
+            raise ConfigError(f"evaluate.redraws must be >= 0 (0 = a single draw), got {self.redraws}")
 
     def plan(self) -> list[AttackSpec]:
         """The attacks with the default objective and the overrides applied."""

@@ -562,7 +562,8 @@ class ResultsStore:
         """
         ev = evaluation
         summaries = ev.summary()[1:]  # row 0 is clean; the same mean_linf/mean_l2 every table shows
-        clean_blob = _pack(index=ev.index, labels=ev.labels, clean_pred=ev.clean_pred)
+        clean_blob = _pack(index=ev.index, labels=ev.labels, clean_pred=ev.clean_pred,
+                           **({"clean_redraw_pred": ev.clean_redraw_pred} if ev.clean_redraw_pred is not None else {}))
         now = _now()
         with self.transaction():
             old = self._conn.execute("SELECT samples FROM clean WHERE run_id = ?", (run_id,)).fetchone()
@@ -575,6 +576,8 @@ class ResultsStore:
                 arrays = dict(adv_pred=record.adv_pred, linf=record.linf, l2=record.l2, queries=record.queries)
                 if record.target is not None:
                     arrays["target"] = record.target
+                if record.redraw_pred is not None:
+                    arrays["redraw_pred"] = record.redraw_pred
                 eps = None if record.eps is None else float(record.eps)
                 self._conn.execute(
                     "INSERT INTO evaluations (run_id, name, attack, label, params_json, eps, eps_key, norm, objective,"
@@ -611,9 +614,9 @@ class ResultsStore:
             records.append(AttackRecord(
                 attack=attack, eps=eps, params=json.loads(params), adv_pred=arrays["adv_pred"], linf=arrays["linf"],
                 l2=arrays["l2"], queries=arrays["queries"], seconds=seconds, norm=norm, label=label,
-                target=arrays.get("target")))
+                target=arrays.get("target"), redraw_pred=arrays.get("redraw_pred")))
         return Evaluation(index=samples["index"], labels=samples["labels"], clean_pred=samples["clean_pred"],
-                          records=records, meta=json.loads(clean[1]))
+                          records=records, meta=json.loads(clean[1]), clean_redraw_pred=samples.get("clean_redraw_pred"))
 
     def evaluation_rows(self, run_id: int | None = None, experiment: str | None = None) -> list[dict]:
         """Summary numbers of every stored attack record (no per-sample data), by run then save order."""

@@ -67,6 +67,7 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     from robustloss.report.html import build_html
     from robustloss.report.render import diagnostics_markdown, to_csv, to_latex, to_markdown, write_text_atomic
     from robustloss.report.analyses import collect_analyses
+    from robustloss.report.draws import draws_html_blocks, draws_markdown
     from robustloss.report.sweep import write_sweep
 
     scale, document = _document(store, experiment, scale)
@@ -85,7 +86,9 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     stem = f"{experiment}-{scale}"
     sweep = write_sweep(store, experiment, scale, out, stem) if file.get("sweep") else None
     analyses = collect_analyses(store, experiment, scale, {store.get_run(r.run_id).train_hash for r in runs})
-    markdown = to_markdown(table) + (sweep.markdown() if sweep else "") + analyses.markdown(out)
+    labelled = [(_run_label(r), r.evaluation) for r in runs]
+    markdown = (to_markdown(table) + draws_markdown(labelled) + (sweep.markdown() if sweep else "")
+                + analyses.markdown(out))
     diag_blocks = [(_run_label(r), r.diagnostics) for r in runs if r.diagnostics]
     if diag_blocks:
         markdown += "\n## Gradient-masking diagnostics\n"
@@ -101,6 +104,7 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     blocks: list[tuple[str, object]] = [("paragraph", file.get("paper", "")), ("table", table)]
     for path, caption in plots:
         blocks.append(("image", (path, caption)))
+    blocks += draws_html_blocks(labelled)
     blocks += sweep.html_blocks() if sweep else []
     blocks += analyses.html_blocks()
     if diag_blocks:
