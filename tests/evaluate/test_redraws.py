@@ -107,3 +107,13 @@ def test_spread_and_report_rows_match_a_hand_computation():
     assert "### Random (3 draws)" in text and "| pgd | 0.1 | 50.0 | 50.0 ± 25.0 | 25.0 – 75.0 |" in text
     assert "SCE" not in text  # deterministic models have no redraws and no block
     assert draws_markdown([("SCE", None)]) == ""
+
+
+def test_diagnostic_9_quotes_how_much_a_verdict_depends_on_the_draw(random_eval):
+    from robustloss.evaluate.diagnostics import diagnose
+
+    check = next(d for d in diagnose(random_eval) if d.number == 9)
+    record = random_eval.records[0]
+    gap = abs(random_eval.accuracy(record) - random_eval.accuracy_over_draws(record).mean)
+    assert check.status == "warn" and "6 redraws" in check.detail
+    assert check.numbers["max_redraw_gap"] == pytest.approx(gap)

@@ -243,11 +243,29 @@ def _eot_on_stochastic(ev: Evaluation) -> Diagnostic:
     missing = [f"{norm} eps={eps:g} ({', '.join(sorted({r.name for r in records}))})"
                for (norm, eps), records in sorted(budgets.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
                if not any(int(r.params.get("eot", 1)) > 1 for r in records)]
+    redraw_note, numbers = _redraw_gap(ev, gradient)
     if missing:
         return Diagnostic(9, title, "warn", "the model is stochastic but no attack used EOT at " + "; ".join(missing)
                           + f": add eot=10 or more to one of {', '.join(_eot_capable())} (Athalye et al. "
-                          "2018), or the robust accuracy is overstated", {"without_eot": missing})
-    return Diagnostic(9, title, "pass", f"{len(budgets)} budgets, each attacked with EOT")
+                          "2018), or the robust accuracy is overstated" + redraw_note,
+                          {"without_eot": missing} | numbers)
+    return Diagnostic(9, title, "pass", f"{len(budgets)} budgets, each attacked with EOT" + redraw_note, numbers)
+
+
+def _redraw_gap(ev: Evaluation, records: list[AttackRecord]) -> tuple[str, dict]:
+    """The largest gap between an attack's one-draw accuracy and its mean over the engine's redraws:
+    how much a table entry of this random model depends on the draw ('' when there were no redraws)."""
+    gaps = []
+    for r in records:
+        spread = ev.accuracy_over_draws(r)
+        if spread is not None:
+            gaps.append((abs(ev.accuracy(r) - spread.mean), r, spread))
+    if not gaps:
+        return "", {}
+    gap, record, spread = max(gaps, key=lambda g: g[0])
+    return (f"; one draw vs the mean over {spread.draws} redraws differs by up to {100 * gap:.1f} points "
+            f"({record.name} eps={record.eps:g}: {100 * ev.accuracy(record):.1f}% vs {100 * spread.mean:.1f}% "
+            f"± {100 * spread.std:.1f})", {"max_redraw_gap": gap})
 
 
 def probe_plan(plan: list[AttackSpec], *, huge_eps: float = 1.0, step_factor: int = 5) -> list[AttackSpec]:
