@@ -117,3 +117,24 @@ def test_diagnostic_9_quotes_how_much_a_verdict_depends_on_the_draw(random_eval)
     gap = abs(random_eval.accuracy(record) - random_eval.accuracy_over_draws(record).mean)
     assert check.status == "warn" and "6 redraws" in check.detail
     assert check.numbers["max_redraw_gap"] == pytest.approx(gap)
+
+
+def test_attacks_on_a_random_model_return_their_final_iterate(defended, mnist5k, random_eval):
+    """Early stopping judged on one random draw keeps weak iterates; on a random model the engine
+    turns it off unless the plan sets it, and the result is a much stronger attack."""
+    assert random_eval.records[0].params["early_stop"] is False
+    early = evaluate(defended, mnist5k.test, [AttackSpec("pgd", [0.15], {"steps": 5, "step_size": 0.05,
+                                                                         "early_stop": True})],
+                     max_samples=120, batch_size=50, seed=3, redraws=6, **QUIET)
+    assert "early_stop" not in early.records[0].params  # the attack's default, kept as asked
+    final, stopped = (ev.accuracy_over_draws(ev.records[0]).mean for ev in (random_eval, early))
+    assert final < stopped - 0.05, (final, stopped)
+
+
+def test_probes_inherit_the_plans_eot():
+    from robustloss.evaluate.diagnostics import probe_plan
+
+    plain = probe_plan([AttackSpec("pgd", [0.1], {"steps": 5})])
+    assert all("eot" not in p.params for p in plain)
+    with_eot = probe_plan([AttackSpec("pgd", [0.1], {"steps": 5, "eot": 4}), AttackSpec("fgsm", [0.1])])
+    assert {p.params["eot"] for p in with_eot} == {4} and len(with_eot) == len(plain) - 1

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -287,6 +287,11 @@ def probe_plan(plan: list[AttackSpec], *, huge_eps: float = 1.0, step_factor: in
     ]
     if not any(s.resolved()[0] == "fgsm" for s in plan):
         extra.append(AttackSpec("fgsm", [top], {"objective": "adaptive"}, label="diag-fgsm"))
+    # A plan that attacks a random model with EOT gets probes with the same EOT: the checks compare
+    # probes with each other and with the plan, and a probe without it would be weak for another reason.
+    eot = max((int(s.resolved()[1].get("eot", 1)) for s in plan), default=1)
+    if eot > 1:
+        extra = [replace(spec, params={**spec.params, "eot": eot}) for spec in extra]
     return extra
 
 

@@ -25,7 +25,9 @@
   ``meta["stochastic"]``, which diagnostic 9 reads). If it is, ``redraws=K`` (default 10, 0 = off)
   repeats the final prediction of every evaluated image K more times (clean and adversarial, fp32)
   and stores them in the records (``Evaluation.accuracy_over_draws``): a single pass of a random model
-  is one draw, and K draws show how far the headline number can move.
+  is one draw, and K draws show how far the headline number can move. Attacks on a stochastic
+  model return their final iterate (``early_stop=False``) unless the plan sets ``early_stop``:
+  an iterate judged adversarial on one random draw is a weak adversarial example.
 * Under ``torchrun`` the batches of every (attack, eps) are dealt round-robin to the ranks;
   each rank attacks its own, and the finished batches are gathered so that every rank holds
   the whole record (worst-case mode needs it to choose the next attack's samples). Batches
@@ -36,6 +38,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import warnings
 import zlib
@@ -114,6 +117,8 @@ def evaluate(
     if distributed.current() is not None:
         evaluation.meta["batches_per_rank"] = batches_per_rank
 
+    if stochastic:
+        plan = [_final_iterate_on_random_models(spec, log) for spec in plan]
     for spec in plan:
         for eps in spec.eps:
             with warnings.catch_warnings(record=True) as caught:
@@ -231,6 +236,23 @@ def _attack_chunk(attack, split: ImageSplit, idx: np.ndarray, num_classes: int, 
         fooled = adv_pred != y.numpy()
         chunk |= {"fooled": fooled, "x_adv": result.x_adv[torch.from_numpy(fooled).to(result.x_adv.device)].cpu().numpy()}
     return chunk
+
+
+def _final_iterate_on_random_models(spec: AttackSpec, log: Callable[[str], None]) -> AttackSpec:
+    """``early_stop=False`` for an attack on a stochastic model unless the spec sets it.
+
+    Early stopping keeps the first iterate judged adversarial, and without EOT that judgement is one
+    random draw: the kept iterate often fools only that draw, and more steps give more lucky draws.
+    On a LeNet-5 behind random-resize-pad, PGD eps 0.2 left 58 % standing with early stopping and 8 %
+    without it, and 200 steps left more standing than 40. The final iterate (the papers' protocol) is
+    the honest default there; the record's parameters show ``early_stop: False``."""
+    from robustloss.attacks import ATTACKS
+
+    name, params = spec.resolved()
+    if "early_stop" in params or "early_stop" not in ATTACKS.parameters(name):
+        return spec
+    log(f"{spec.name}: the model is stochastic, so the attack returns its final iterate (early_stop=False)")
+    return dataclasses.replace(spec, params={**spec.params, "early_stop": False})
 
 
 @contextlib.contextmanager
