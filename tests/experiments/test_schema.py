@@ -120,6 +120,10 @@ def test_substitute_expressions():
         "a": 100, "b": pytest.approx(8 / 255), "c": "T is 50"}
     with pytest.raises(ConfigError, match="unknown variable 'U'; vars: T"):
         substitute("${U}", {"T": 1}, "x")
+    # a null variable leaves an option unset, only as a whole value: in arithmetic it is an error
+    assert substitute({"embed_dim": "${EMB}", "n": "${T}"}, {"EMB": None, "T": 3}) == {"embed_dim": None, "n": 3}
+    with pytest.raises(ConfigError, match="vars.EMB: expected a number, got None"):
+        substitute("${2*EMB}", {"EMB": None}, "x")
 
 
 def test_set_dotted_and_parse_assignment():

@@ -81,7 +81,8 @@ def substitute(value: Any, variables: dict[str, Any], path: str = "") -> Any:
 
     ``expr`` is a product/quotient of numbers and variable names (``T``, ``2*T``, ``8/255``); no
     other syntax is evaluated. A string that is only ``${expr}`` becomes the number itself (an
-    int when every factor is an int and nothing is divided).
+    int when every factor is an int and nothing is divided); a string that is only ``${NAME}`` with
+    NAME null becomes null.
     """
     if isinstance(value, dict):
         return {k: substitute(v, variables, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
@@ -91,6 +92,9 @@ def substitute(value: Any, variables: dict[str, Any], path: str = "") -> Any:
         return value
     whole = _REFERENCE.fullmatch(value.strip())
     if whole:
+        name = whole[1].strip()
+        if name in variables and variables[name] is None:
+            return None  # ``${X}`` with X null: an option left unset (e.g. a head's embed_dim)
         return _evaluate(whole[1], variables, path)
     return _REFERENCE.sub(lambda m: f"{_evaluate(m[1], variables, path):g}", value)
 
