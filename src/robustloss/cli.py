@@ -338,6 +338,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         model = apply_defense(model, args.defense, **params)
     elif args.defense_param:
         raise ConfigError("--defense-param needs --defense NAME")
+    if args.redraws < 0:
+        raise ConfigError(f"--redraws must be >= 0 (0 = a single draw), got {args.redraws}")
     plan = _eval_plan(args)
     if args.diagnostics:
         plan += probe_plan(plan)

@@ -4,8 +4,11 @@ A stochastic model makes two numbers unreliable unless handled: gradient attacks
 random draw per step (use ``eot=`` on the gradient attacks, Athalye et al. 2018), and accuracies read
 from a single forward pass (``prediction_spread`` shows how much they move between draws).
 
-``record_stochasticity(evaluation, model, x)`` stores ``evaluation.meta["stochastic"]``; diagnostic 9
-(``robustloss.evaluate.diagnostics``) reads it and warns when the gradient attacks ran without EOT.
+``robustloss.evaluate.evaluate`` calls ``is_stochastic`` on every model it evaluates, stores the answer
+in ``meta["stochastic"]`` and, for a random model, repeats every final prediction (``redraws``).
+``record_stochasticity(evaluation, model, x)`` does the first part for an ``Evaluation`` built some other
+way; diagnostic 9 (``robustloss.evaluate.diagnostics``) reads it and warns when the gradient attacks ran
+without EOT.
 """
 
 from __future__ import annotations

@@ -39,13 +39,13 @@ def _row(name: str, eps: float | None, single: float, spread: DrawSpread) -> dic
             "min": 100 * min(spread.per_draw), "max": 100 * max(spread.per_draw)}
 
 
-def draws_markdown(labelled: list[tuple[str, Evaluation]]) -> str:
-    """The section in Markdown for every (label, evaluation) with redraws; '' when none has any."""
+def _blocks_markdown(labelled: list[tuple[str, Evaluation]]) -> str:
+    """Explanation and one table per (label, evaluation) that has redraws; '' when none has any."""
     blocks = [(label, draws_rows(ev)) for label, ev in labelled if ev is not None]
     blocks = [(label, rows) for label, rows in blocks if rows]
     if not blocks:
         return ""
-    text = f"\n## {HEADING}\n\n{EXPLANATION}\n"
+    text = f"{EXPLANATION}\n"
     for label, rows in blocks:
         text += f"\n### {label} ({rows[0]['draws']} draws)\n\n"
         text += "| attack | eps | one draw | mean ± std over draws | min – max |\n|---|---|---:|---:|---:|\n"
@@ -56,8 +56,12 @@ def draws_markdown(labelled: list[tuple[str, Evaluation]]) -> str:
     return text
 
 
+def draws_markdown(labelled: list[tuple[str, Evaluation]]) -> str:
+    """The section in Markdown (heading included); '' when no evaluation has redraws."""
+    body = _blocks_markdown(labelled)
+    return f"\n## {HEADING}\n\n{body}" if body else ""
+
+
 def draws_html_blocks(labelled: list[tuple[str, Evaluation]]) -> list[tuple[str, object]]:
-    text = draws_markdown(labelled)
-    if not text:
-        return []
-    return [("heading", HEADING), ("markdown", text.split(f"## {HEADING}\n", 1)[1].strip())]
+    body = _blocks_markdown(labelled)
+    return [("heading", HEADING), ("markdown", body.strip())] if body else []
