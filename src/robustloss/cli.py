@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from robustloss.cli_eval import add_eval_parser
 from robustloss.errors import ConfigError, RobustlossError
 
 
@@ -99,42 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(train)
     train.set_defaults(handler=_cmd_train)
 
-    ev = sub.add_parser("eval", help="attack a trained run: paper table, worst case, gradient-masking diagnostics")
-    ev.add_argument("run", help="run directory written by `robustloss train`")
-    ev.add_argument("--attacks", default="fgsm,bim,pgd,mim",
-                    help="comma-separated attack or preset names (see `robustloss attacks`)")
-    ev.add_argument("--eps", default="0.1,0.2,0.3",
-                    help="comma-separated budgets; 'none' runs minimum-norm attacks unbounded")
-    ev.add_argument("--steps", type=int, help="override the iterative attacks' step count")
-    ev.add_argument("--step-size", type=float, help="override the iterative attacks' step size")
-    ev.add_argument("--param", action="append", default=[], metavar="ATTACK.KEY=VALUE",
-                    help="attack parameter, e.g. cw.confidence=10 or pgd.restarts=5 (repeatable)")
-    ev.add_argument("--objective", default="adaptive",
-                    help="attack objective: adaptive (the one that fits the model's training loss; default), "
-                         "ce, cw, dlr, mmc")
-    ev.add_argument("--targeted", action="store_true", help="targeted attacks with random wrong-class targets")
-    ev.add_argument("--mode", choices=["protocol", "worst-case"], default="protocol",
-                    help="protocol: every attack on every sample (the papers' tables); worst-case: later attacks "
-                         "only on samples still standing (faster, same worst case)")
-    ev.add_argument("--diagnostics", action="store_true",
-                    help="add probe attacks and a gradient probe, then print the gradient-masking checks")
-    ev.add_argument("--save-adv", action="store_true", help="save successful adversarial examples under OUT/adversarial")
-    ev.add_argument("--no-cache", action="store_true", help="do not keep finished chunks (no resume)")
-    ev.add_argument("--n-test", type=int, default=None, help="evaluate only the first N test samples")
-    ev.add_argument("--defense", help="attack the model behind an inference-time defence, e.g. random-resize-pad")
-    ev.add_argument("--defense-param", action="append", default=[], metavar="KEY=VALUE",
-                    help="defence parameter, e.g. draws=5 (repeatable)")
-    ev.add_argument("--redraws", type=int, default=10, metavar="K",
-                    help="if the model is stochastic (e.g. behind --defense), repeat every final prediction K "
-                         "more times and report the accuracy's mean and spread over draws (0 = off; default 10)")
-    ev.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                    help="bf16: budgeted attacks take their gradient steps under bf16 autocast (faster on "
-                         "GPUs); every verdict is still an fp32 forward pass, and C&W/DeepFool stay fp32")
-    ev.add_argument("--batch-size", type=int, default=500)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--out", help="where to write results (default: RUN/eval)")
-    _add_common(ev)
-    ev.set_defaults(handler=_cmd_eval)
+    add_eval_parser(sub, _add_common)
 
     attacks = sub.add_parser("attacks", help="list attacks, their parameters and the papers' presets")
     attacks.set_defaults(handler=_cmd_attacks)
@@ -312,102 +276,6 @@ def _check_names(config) -> None:
     MODELS.get(config.model)
     for phase in config.recipe:
         create_loss(phase.loss, **phase.params)
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from robustloss.data import load_dataset
-    from robustloss.evaluate import evaluate
-    from robustloss.evaluate.diagnostics import diagnose, format_diagnostics, gradient_probe, probe_plan
-    from robustloss.models.saved import load_model
-    from robustloss.report import write_comparison
-    from robustloss.train import load_config
-    from robustloss.train.trainer import MODEL_FILE
-
-    run = Path(args.run)
-    config = load_config(run)
-    model = load_model(run / MODEL_FILE)[0]
-    if args.defense:
-        from robustloss.defenses import apply_defense
-
-        params = {}
-        for item in args.defense_param:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--defense-param expects KEY=VALUE, e.g. draws=5; got {item!r}")
-            params[key.strip()] = yaml.safe_load(value)
-        model = apply_defense(model, args.defense, **params)
-    elif args.defense_param:
-        raise ConfigError("--defense-param needs --defense NAME")
-    if args.redraws < 0:
-        raise ConfigError(f"--redraws must be >= 0 (0 = a single draw), got {args.redraws}")
-    plan = _eval_plan(args)
-    if args.diagnostics:
-        plan += probe_plan(plan)
-    data = load_dataset(config.dataset, args.data_dir)
-    out = Path(args.out) if args.out else run / "eval"
-    evaluation = evaluate(
-        model, data.test, plan, batch_size=args.batch_size, seed=args.seed, device=args.device,
-        max_samples=args.n_test, mode=args.mode, cache_dir=None if args.no_cache else out / "chunks",
-        save_adversarial=out / "adversarial" if args.save_adv else None, progress=not args.no_progress,
-        meta={"run": str(run), "dataset": config.dataset}, precision=args.precision, redraws=args.redraws,
-    )
-    diagnostics = []
-    if args.diagnostics:
-        evaluation.meta["gradient_probe"] = gradient_probe(model, data.test, n=min(500, evaluation.n),
-                                                           device=next(model.parameters()).device)
-        diagnostics = diagnose(evaluation)
-        evaluation.meta["diagnostics"] = [dataclasses.asdict(d) for d in diagnostics]
-    from robustloss import distributed
-
-    if not distributed.is_main():  # under torchrun every rank holds the whole evaluation; rank 0 writes it
-        return 0
-    evaluation.save(out / "records.npz")
-    method = config.recipe[-1].loss
-    recipe = " -> ".join(f"{p.loss} x{p.epochs}" for p in config.recipe)
-    markdown = write_comparison({method: evaluation}, {method: method.upper()}, config.dataset, out,
-                                title=f"{run.name}: {config.model} on {config.dataset}, recipe {recipe}")
-    print()
-    print(markdown)
-    if diagnostics:
-        table = format_diagnostics(diagnostics)
-        (out / "diagnostics.md").write_text("### Gradient-masking diagnostics\n\n" + table)
-        print("### Gradient-masking diagnostics\n")
-        print(table)
-    print(f"Wrote {out / 'results.md'}, {out / 'results.csv'} and per-sample records {out / 'records.npz'}")
-    return 0
-
-
-def _eval_plan(args: argparse.Namespace) -> list:
-    """The attack plan from eval's flags, validated before any data is loaded."""
-    from robustloss.attacks import ATTACKS
-    from robustloss.evaluate import AttackSpec
-
-    eps = [None if e.strip().lower() == "none" else float(e) for e in args.eps.split(",")]
-    extra: dict[str, dict[str, Any]] = {}
-    for item in args.param:
-        target, sep, value = item.partition("=")
-        attack, dot, key = target.partition(".")
-        if not sep or not dot:
-            raise ConfigError(f"--param expects ATTACK.KEY=VALUE, e.g. pgd.restarts=5; got {item!r}")
-        extra.setdefault(attack, {})[key] = yaml.safe_load(value)
-    plan = []
-    for name in filter(None, (a.strip() for a in args.attacks.split(","))):
-        spec = AttackSpec(name, eps, {})
-        accepted = ATTACKS.parameters(spec.resolved()[0])
-        params = {"objective": args.objective} if "objective" in accepted else {}
-        if args.targeted and "targeted" in accepted:
-            params["targeted"] = True
-        for key, value in (("steps", args.steps), ("step_size", args.step_size)):
-            if value is not None and key in accepted:
-                params[key] = value
-        spec.params = params | extra.pop(name, {})
-        with warnings.catch_warnings():  # budget warnings are reported once, by the evaluation itself
-            warnings.simplefilter("ignore")
-            spec.build(eps[0])  # validate names and parameters before the long part
-        plan.append(spec)
-    if extra:
-        raise ConfigError(f"--param names attacks not in --attacks: {', '.join(extra)}")
-    return plan
 
 
 def _cmd_attacks(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import torch
 
 from robustloss.attacks import ATTACKS, PRESETS, create_attack
 from robustloss.defenses import apply_defense
-from robustloss.evaluate.plan import AttackSpec
+from robustloss.evaluate.config import AttackSpec
 from robustloss.evaluate.stochastic import prediction_spread
 
 N = 16  # images for the deterministic checks

@@ -25,7 +25,7 @@ def test_eval_defense_errors_are_clear(cnn3_substitute, tmp_path, capsys):
     assert main([*base, "--defense-param", "draws=2"]) == 1
     assert "--defense-param needs --defense NAME" in capsys.readouterr().err
     assert main([*base, "--redraws", "-1"]) == 1
-    assert "--redraws must be >= 0" in capsys.readouterr().err
+    assert "--redraws must be an integer >= 0" in capsys.readouterr().err
 
 
 def test_experiment_cell_behind_a_defence_records_the_spread_over_draws(tmp_path, mnist5k):

@@ -8,7 +8,7 @@ import pytest
 
 from robustloss.defenses import apply_defense
 from robustloss.evaluate import evaluate
-from robustloss.evaluate.plan import AttackSpec
+from robustloss.evaluate.config import AttackSpec
 from robustloss.evaluate.records import NOT_ATTACKED, AttackRecord, Evaluation
 from robustloss.experiments.store import ResultsStore
 from robustloss.report.draws import draws_markdown, draws_rows

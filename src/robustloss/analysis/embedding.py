@@ -54,7 +54,7 @@ class FeatureEmbedding:
 
 def build_attack(attack: str, eps: float | None, params: dict[str, Any] | None = None):
     """A registered attack or a preset (``pgd-pc``), with ``params`` overriding the preset's."""
-    from robustloss.evaluate.plan import AttackSpec  # evaluation imports attacks: keep it out of import time
+    from robustloss.evaluate.config import AttackSpec  # evaluation imports attacks: keep it out of import time
 
     return AttackSpec(attack, params=dict(params or {})).build(eps)
 

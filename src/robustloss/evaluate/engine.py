@@ -1,4 +1,4 @@
-"""``evaluate(model, split, plan)``: run every (attack, eps) of a plan over a test split.
+"""``run_plan(model, split, plan, config)``: run every (attack, eps) of a plan over a test split.
 
 * Clean-misclassified samples are never attacked: under the papers' convention they count as
   failures anyway.
@@ -39,14 +39,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import time
 import warnings
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from robustloss import distributed
@@ -54,49 +57,60 @@ from robustloss.checkpoint import atomic_save
 from robustloss.data.split import ImageSplit
 from robustloss.device import resolve_device
 from robustloss.evaluate.chunk_cache import ChunkCache, model_fingerprint
-from robustloss.evaluate.plan import AttackSpec
+from robustloss.attacks.precision import check_precision
+from robustloss.evaluate.config import AttackSpec, EvaluateConfig
 from robustloss.evaluate.records import NOT_ATTACKED, AttackRecord, Evaluation
 from robustloss.evaluate.stochastic import is_stochastic
 from robustloss.evaluate.worst_case import broken_within
-from robustloss.models.classifier import Classifier
 from robustloss.train.loop import predict
 
 PROBE_IMAGES = 32  # images of the two-pass stochasticity probe: enough for a random defence to show
+_log = logging.getLogger(__name__)
 
 
-def evaluate(
-    model: Classifier,
+@dataclass
+class _Run:
+    """What every (attack, eps) of one evaluation shares: the model, the data, the settings and where
+    results go. Built once by ``run_plan``; the per-attack functions read it instead of a long argument list."""
+
+    model: nn.Module
+    split: ImageSplit
+    config: EvaluateConfig
+    device: torch.device
+    num_classes: int
+    cache: ChunkCache | None
+    fingerprint: str
+    save_adversarial: Path | None
+    progress: bool
+    redraws: int
+    batches_per_rank: list = field(default_factory=list)  # under torchrun: how the batches of each attack were dealt
+
+
+def run_plan(
+    model: nn.Module,
     split: ImageSplit,
     plan: list[AttackSpec],
+    config: EvaluateConfig,
     *,
-    batch_size: int = 500,
-    seed: int = 0,
-    device: str | None = "auto",
-    max_samples: int | None = None,
-    mode: Literal["protocol", "worst-case"] = "protocol",
+    device: str | torch.device | None = "auto",
     cache_dir: str | Path | None = None,
     save_adversarial: str | Path | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = _log.info,
     meta: dict | None = None,
-    precision: str = "fp32",
-    redraws: int = 10,
 ) -> Evaluation:
-    from robustloss.attacks.precision import check_precision
-
-    check_precision(precision)
-    if int(redraws) != redraws or redraws < 0:
-        raise ValueError(f"redraws (extra predictions per image for a stochastic model) must be an integer >= 0, "
-                         f"got {redraws}")
-    if mode not in ("protocol", "worst-case"):
-        raise ValueError(f"mode must be 'protocol' or 'worst-case', got {mode!r}")
+    """Run every (attack, eps) of ``plan`` on ``split`` with the settings of ``config`` (seed, batch size,
+    sample count, mode, precision, redraws; its ``attacks`` are not read: ``plan`` is what runs, so callers
+    can add probes). ``robustloss.evaluate.run.run_evaluation`` is the front door that builds the plan."""
+    check_precision(config.precision)
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    if max_samples is not None and max_samples < len(split):
-        split = split.subset(slice(0, max_samples))
+    if config.n_test is not None and config.n_test < len(split):
+        split = split.subset(slice(0, config.n_test))
     labels = split.labels.numpy()
     stochastic = len(split) > 0 and is_stochastic(model, split.batch(slice(0, PROBE_IMAGES))[0].to(dev))
-    redraws = int(redraws) if stochastic else 0
+    redraws = int(config.redraws) if stochastic else 0
+    seed, batch_size = config.seed, config.batch_size
     with seeded_global_rng(seed, dev):
         clean_pred = predict(model, split, batch_size=batch_size, device=dev).numpy()
     clean_redraws = None
@@ -105,17 +119,19 @@ def evaluate(
             clean_redraws = np.stack([predict(model, split, batch_size=batch_size, device=dev).numpy()
                                       for _ in range(redraws)])
     evaluation = Evaluation(index=np.arange(len(split)), labels=labels, clean_pred=clean_pred,
-                            meta=dict(meta or {}) | {"seed": seed, "mode": mode, "stochastic": stochastic}
-                            | ({"precision": precision} if precision != "fp32" else {})
-                            | ({"redraws": int(redraws)} if redraws else {}),
+                            meta=dict(meta or {}) | {"seed": seed, "mode": config.mode, "stochastic": stochastic}
+                            | ({"precision": config.precision} if config.precision != "fp32" else {})
+                            | ({"redraws": redraws} if redraws else {}),
                             clean_redraw_pred=clean_redraws)
     log(f"clean accuracy {100 * evaluation.clean_accuracy:.1f}% on {len(split)} samples")
     cache = ChunkCache(cache_dir) if cache_dir is not None else None
-    fingerprint = model_fingerprint(model) if cache is not None else ""
-    num_classes = int(getattr(model, "num_classes", labels.max() + 1))
-    batches_per_rank: list[list[int]] = []  # under torchrun: how the batches of each attack were dealt
+    run = _Run(model=model, split=split, config=config, device=dev,
+               num_classes=int(getattr(model, "num_classes", labels.max() + 1 if len(labels) else 1)),
+               cache=cache, fingerprint=model_fingerprint(model) if cache is not None else "",
+               save_adversarial=Path(save_adversarial) if save_adversarial is not None else None,
+               progress=progress, redraws=redraws)
     if distributed.current() is not None:
-        evaluation.meta["batches_per_rank"] = batches_per_rank
+        evaluation.meta["batches_per_rank"] = run.batches_per_rank
 
     if stochastic:
         plan = [_final_iterate_on_random_models(spec, log) for spec in plan]
@@ -127,14 +143,9 @@ def evaluate(
             for w in caught:
                 log(f"warning: {w.message}")
             to_attack = evaluation.clean_correct.copy()
-            if mode == "worst-case" and attack.norm is not None and eps is not None:
+            if config.mode == "worst-case" and attack.norm is not None and eps is not None:
                 to_attack &= ~broken_within(evaluation, attack.norm, eps)
-            record = _run_attack(
-                attack, spec, eps, split, np.flatnonzero(to_attack), num_classes, batch_size=batch_size, seed=seed,
-                device=dev, model=model, cache=cache, fingerprint=fingerprint,
-                save_adversarial=save_adversarial, progress=progress, batches_per_rank=batches_per_rank,
-                precision=precision if eps is not None else "fp32", redraws=int(redraws),
-            )
+            record = _run_attack(run, attack, spec, eps, np.flatnonzero(to_attack))
             evaluation.records.append(record)
             shown = "-" if eps is None else f"{eps:g}"
             spread = evaluation.accuracy_over_draws(record)
@@ -145,15 +156,14 @@ def evaluate(
     return evaluation
 
 
-def _run_attack(attack, spec: AttackSpec, eps, split: ImageSplit, indices: np.ndarray, num_classes: int, *,
-                batch_size: int, seed: int, device, model, cache: ChunkCache | None, fingerprint: str,
-                save_adversarial, progress: bool, batches_per_rank: list, precision: str = "fp32",
-                redraws: int = 0) -> AttackRecord:
-    n = len(split)
+def _run_attack(run: _Run, attack, spec: AttackSpec, eps, indices: np.ndarray) -> AttackRecord:
+    n, batch_size, split = len(run.split), run.config.batch_size, run.split
+    # minimum-norm attacks (no budget) always run in fp32: see the module docstring
+    precision = run.config.precision if eps is not None else "fp32"
     out = {"adv_pred": np.full(n, NOT_ATTACKED, dtype=np.int64), "linf": np.full(n, np.nan, dtype=np.float32),
            "l2": np.full(n, np.nan, dtype=np.float32), "queries": np.zeros(n, dtype=np.int64),
            "target": np.full(n, NOT_ATTACKED, dtype=np.int64)}
-    redraw_pred = np.full((redraws, n), NOT_ATTACKED, dtype=np.int64) if redraws else None
+    redraw_pred = np.full((run.redraws, n), NOT_ATTACKED, dtype=np.int64) if run.redraws else None
     saved_index, saved_images = [], []
     objective = attack.objective_name
     hyperparameters = attack.hyperparameters()  # part of every chunk's cache key; computed once
@@ -163,25 +173,26 @@ def _run_attack(attack, spec: AttackSpec, eps, split: ImageSplit, indices: np.nd
     mine = [starts[i] for i in distributed.my_share(len(starts))]  # all of them in a single process
     done: list[tuple[int, dict]] = []
     for start in tqdm(mine, desc=f"{spec.name} eps={shown}", leave=False,
-                      disable=not progress or not distributed.is_main()):
+                      disable=not run.progress or not distributed.is_main()):
         idx = indices[start : start + batch_size]
-        batch_seed = _derived_seed(seed, spec.name, eps, int(idx[0]))
+        batch_seed = _derived_seed(run.config.seed, spec.name, eps, int(idx[0]))
         # precision joins the key only when it is not fp32, so caches written before it existed stay valid
         key = ChunkCache.key(attack=spec.name, params=hyperparameters, eps=eps, seed=batch_seed,
-                             index=zlib.crc32(idx.tobytes()), n=len(idx), model=fingerprint,
-                             with_images=save_adversarial is not None, targets=spec.targets,
+                             index=zlib.crc32(idx.tobytes()), n=len(idx), model=run.fingerprint,
+                             with_images=run.save_adversarial is not None, targets=spec.targets,
                              **({"precision": precision} if precision != "fp32" else {}),
-                             **({"redraws": redraws} if redraws else {}))
-        chunk = cache.load(key) if cache is not None else None
+                             **({"redraws": run.redraws} if run.redraws else {}))
+        chunk = run.cache.load(key) if run.cache is not None else None
         if chunk is None:
-            chunk = _attack_chunk(attack, split, idx, num_classes, spec.targets, batch_seed, device, model,
-                                  keep_images=save_adversarial is not None, precision=precision, redraws=redraws)
-            if cache is not None:
-                cache.save(key, chunk)
+            chunk = _attack_chunk(attack, split, idx, run.num_classes, spec.targets, batch_seed, run.device,
+                                  run.model, keep_images=run.save_adversarial is not None, precision=precision,
+                                  redraws=run.redraws)
+            if run.cache is not None:
+                run.cache.save(key, chunk)
         done.append((start, chunk))
     if distributed.current() is not None:  # every rank's batches, on every rank, in the original order
         shares = distributed.gather(done)
-        batches_per_rank.append([len(share) for share in shares])
+        run.batches_per_rank.append([len(share) for share in shares])
         done = sorted((pair for share in shares for pair in share), key=lambda pair: pair[0])
     for start, chunk in done:
         idx = indices[start : start + batch_size]
@@ -190,7 +201,7 @@ def _run_attack(attack, spec: AttackSpec, eps, split: ImageSplit, indices: np.nd
         if redraw_pred is not None:
             redraw_pred[:, idx] = chunk["redraw_pred"]
         objective = str(chunk["objective"]) if "objective" in chunk else objective
-        if save_adversarial is not None:
+        if run.save_adversarial is not None:
             saved_index.append(idx[chunk["fooled"]])
             saved_images.append(chunk["x_adv"])
     params = dict(hyperparameters)
@@ -206,8 +217,8 @@ def _run_attack(attack, spec: AttackSpec, eps, split: ImageSplit, indices: np.nd
                           norm=attack.norm, label=label,
                           adv_pred=out["adv_pred"], linf=out["linf"], l2=out["l2"], queries=out["queries"],
                           target=out["target"] if attack.targeted else None, redraw_pred=redraw_pred)
-    if save_adversarial is not None and distributed.is_main():
-        _save_examples(Path(save_adversarial), record, split, saved_index, saved_images)
+    if run.save_adversarial is not None and distributed.is_main():
+        _save_examples(run.save_adversarial, record, split, saved_index, saved_images)
     return record
 
 

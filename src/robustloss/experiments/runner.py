@@ -30,9 +30,8 @@ from typing import Callable, Iterator
 from robustloss import distributed
 from robustloss.data import load_dataset
 from robustloss.data.spec import Dataset
-from robustloss.evaluate import evaluate
-from robustloss.evaluate.diagnostics import diagnose, gradient_probe, probe_plan
-from robustloss.evaluate.plan import AttackSpec
+from robustloss.evaluate.config import AttackSpec
+from robustloss.evaluate.run import diagnostics_of, run_evaluation
 from robustloss.experiments.schema import Experiment, RunCell, config_hash, substitute_reference
 from robustloss.experiments.store import ResultsStore
 from robustloss.models.saved import load_model
@@ -216,33 +215,18 @@ class ExperimentRunner:
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate_cell(self, cell: RunCell, model, run_id: int, run_dir: Path, substitutes: dict[str, Path]) -> None:
-        plan = [_with_substitute(spec, substitutes) for spec in cell.evaluate.plan()]
-        defense = cell.evaluate.defense
-        if defense is not None:  # the same trained model, attacked behind the defence
-            from robustloss.defenses import apply_defense
-
-            model = apply_defense(model, defense.name, **defense.params)
-        if cell.evaluate.diagnostics:
-            plan += probe_plan(plan)
+        # the plan with its objective and overrides applied, and "@NAME" substitutes resolved to folders
+        attacks = [_with_substitute(spec, substitutes) for spec in cell.evaluate.plan()]
+        config = dataclasses.replace(cell.evaluate, attacks=attacks, objective=None, overrides={})
         data = self.dataset(cell.train.dataset)
-        evaluation = evaluate(
-            model, data.test, plan, batch_size=cell.evaluate.batch_size, seed=cell.evaluate.seed,
-            device=self.device, max_samples=cell.evaluate.n_test, mode=cell.evaluate.mode,
-            cache_dir=run_dir / "chunks", progress=self.progress, log=lambda m: self.log(f"    {m}"),
-            precision=cell.evaluate.precision, redraws=cell.evaluate.redraws,
-            meta={"run": cell.hash, "dataset": cell.train.dataset, "model": cell.train.model,
-                  "labels": cell.labels},
+        evaluation = run_evaluation(
+            model, data.test, config, device=self.device, cache_dir=run_dir / "chunks", progress=self.progress,
+            log=lambda m: self.log(f"    {m}"),
+            meta={"run": cell.hash, "dataset": cell.train.dataset, "model": cell.train.model, "labels": cell.labels},
         )
-        diagnostics = None
-        if cell.evaluate.diagnostics:
-            evaluation.meta["gradient_probe"] = gradient_probe(model, data.test, n=min(500, evaluation.n),
-                                                               device=next(model.parameters()).device)
-            diagnostics = diagnose(evaluation)
-            warned = [d.check for d in diagnostics if d.status == "warn"]
-            self.log(f"    diagnostics: {len(warned)} warning(s){': ' + '; '.join(warned) if warned else ''}")
         if distributed.is_main():  # every rank holds the whole evaluation (engine.py gathers it)
             evaluation.save(run_dir / "records.npz")
-        self.store.save_evaluation(run_id, evaluation, diagnostics)
+        self.store.save_evaluation(run_id, evaluation, diagnostics_of(evaluation) if cell.evaluate.diagnostics else None)
 
 
 def _with_substitute(spec: AttackSpec, substitutes: dict[str, Path]) -> AttackSpec:

@@ -20,82 +20,18 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from robustloss.config import from_dict, to_dict
 from robustloss.errors import ConfigError
-from robustloss.evaluate.plan import AttackSpec
+from robustloss.evaluate.config import AttackSpec, EvaluateConfig
 from robustloss.experiments.overrides import parse_assignment, set_dotted, split_path, substitute
 from robustloss.train.config import TrainConfig
 
 SCALES = ("smoke", "demo", "paper")
 CELL_SECTIONS = ("train", "evaluate", "substitutes", "vars")  # what a cell override may change
-
-
-@dataclass
-class DefenseSpec:
-    """An inference-time defence wrapped around the trained model before it is attacked
-    (e.g. the randomization defence, the I-SCE tables' "Random" row)."""
-
-    name: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        from robustloss.defenses import defense_parameters
-
-        try:
-            valid = defense_parameters(self.name)  # an unknown name lists the valid ones
-        except KeyError as err:  # UnknownNameError, which lists the valid names
-            raise ConfigError(f"evaluate.defense.name: {err.args[0]}") from None
-        unknown = sorted(set(self.params) - set(valid))
-        if unknown:
-            raise ConfigError(f"evaluate.defense.params: unknown parameter(s) {', '.join(unknown)} for defense "
-                              f"{self.name!r}; valid parameters: {', '.join(valid) or '(none)'}")
-
-
-@dataclass
-class EvaluateConfig:
-    attacks: list[AttackSpec] = field(default_factory=list)
-    n_test: int | None = None  # the first N test samples only
-    batch_size: int = 500
-    mode: Literal["protocol", "worst-case"] = "protocol"
-    objective: str | None = None  # objective of every attack that does not choose one
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack or label -> params
-    diagnostics: bool = True
-    seed: int = 0
-    # bf16: budgeted attacks step under bf16 autocast (verdicts stay fp32; C&W/DeepFool stay fp32)
-    precision: Literal["fp32", "bf16"] = "fp32"
-    defense: DefenseSpec | None = None  # wraps the trained model at evaluation (the training is shared)
-    redraws: int = 10  # a stochastic model's final predictions are repeated this many more times (0 = off)
-
-    def __post_init__(self) -> None:
-        if self.n_test is not None and self.n_test < 1:
-            raise ConfigError(f"evaluate.n_test must be >= 1 or null, got {self.n_test}")
-        if self.batch_size < 1:
-            raise ConfigError(f"evaluate.batch_size must be >= 1, got {self.batch_size}")
-        if self.redraws < 0:
-            raise ConfigError(f"evaluate.redraws must be >= 0 (0 = a single draw), got {self.redraws}")
-
-    def plan(self) -> list[AttackSpec]:
-        """The attacks with the default objective and the overrides applied."""
-        plan = []
-        for spec in self.attacks:
-            params = dict(spec.params)
-            name = spec.resolved()[0]
-            if self.objective is not None and "objective" not in params and _takes_objective(name):
-                params["objective"] = self.objective
-            for key in (name, spec.attack, spec.name):
-                params |= self.overrides.get(key, {})
-            plan.append(AttackSpec(spec.attack, list(spec.eps), params, spec.label, spec.targets))
-        return plan
-
-
-def _takes_objective(attack: str) -> bool:
-    from robustloss.attacks import ATTACKS
-
-    return "objective" in ATTACKS.parameters(attack)
 
 
 @dataclass

@@ -1,0 +1,118 @@
+"""What an evaluation runs: the attack plan, its budgets and the settings of the run.
+
+``AttackSpec`` names one attack (a registered attack or a preset) with its parameters and budgets;
+``EvaluateConfig`` is the whole evaluation (attacks, sample count, mode, seed, precision, defence,
+diagnostics), the same object whether it comes from an experiment file's ``evaluate:`` block, from
+``robustloss eval``'s flags or from Python. ``DefenseSpec`` names an inference-time defence that
+wraps the model before it is attacked.
+
+These sit below the engine (``robustloss.evaluate.engine``) and the front door
+(``robustloss.evaluate.run``), so experiments, the CLI and ``standard_evaluation`` all build the
+same config and take the same path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from robustloss.attacks import ATTACKS, PRESETS, create_attack
+from robustloss.defenses import defense_parameters
+from robustloss.errors import ConfigError
+
+MODES = ("protocol", "worst-case")
+
+
+@dataclass
+class AttackSpec:
+    """One attack of a plan. ``attack`` is a registered attack (``pgd``) or a preset (``cw-pc-100``);
+    ``params`` override the preset's. ``eps`` lists budgets; ``None`` runs a minimum-norm attack
+    unbounded or an attack without a norm budget (noise, rotation). Targeted attacks get targets drawn
+    by the engine (``targets``: ``random`` - a uniformly random wrong class, seeded - or ``next`` - y + 1)."""
+
+    attack: str
+    eps: list[float | None] = field(default_factory=lambda: [None])
+    params: dict[str, Any] = field(default_factory=dict)  # everything but eps
+    label: str = ""  # display name; defaults to the attack (or preset) name
+    targets: Literal["random", "next"] = "random"
+
+    def resolved(self) -> tuple[str, dict[str, Any]]:
+        """(attack name, parameters) with a preset expanded."""
+        if self.attack not in ATTACKS and self.attack in PRESETS:
+            preset = PRESETS.get(self.attack)
+            return preset.attack, {**preset.params, **self.params}
+        return self.attack, dict(self.params)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.attack
+
+    def build(self, eps: float | None):
+        attack, params = self.resolved()
+        return create_attack(attack, eps=eps, **params)
+
+
+@dataclass
+class DefenseSpec:
+    """An inference-time defence wrapped around the trained model before it is attacked
+    (e.g. the randomization defence, the I-SCE tables' "Random" row)."""
+
+    name: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            valid = defense_parameters(self.name)  # an unknown name lists the valid ones
+        except KeyError as err:  # UnknownNameError, which lists the valid names
+            raise ConfigError(f"evaluate.defense.name: {err.args[0]}") from None
+        unknown = sorted(set(self.params) - set(valid))
+        if unknown:
+            raise ConfigError(f"evaluate.defense.params: unknown parameter(s) {', '.join(unknown)} for defense "
+                              f"{self.name!r}; valid parameters: {', '.join(valid) or '(none)'}")
+
+
+@dataclass
+class EvaluateConfig:
+    attacks: list[AttackSpec] = field(default_factory=list)
+    n_test: int | None = None  # the first N test samples only
+    batch_size: int = 500
+    mode: Literal["protocol", "worst-case"] = "protocol"
+    objective: str | None = None  # objective of every attack that does not choose one
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack or label -> params
+    diagnostics: bool = True
+    seed: int = 0
+    # bf16: budgeted attacks step under bf16 autocast (verdicts stay fp32; C&W/DeepFool stay fp32)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    defense: DefenseSpec | None = None  # wraps the trained model at evaluation (the training is shared)
+    redraws: int = 10  # a stochastic model's final predictions are repeated this many more times (0 = off)
+
+    def __post_init__(self) -> None:
+        if self.n_test is not None and (isinstance(self.n_test, bool) or int(self.n_test) != self.n_test
+                                        or self.n_test < 1):
+            raise ConfigError(f"evaluate.n_test must be an integer >= 1 or null, got {self.n_test}")
+        if self.batch_size < 1:
+            raise ConfigError(f"evaluate.batch_size must be >= 1, got {self.batch_size}")
+        if int(self.redraws) != self.redraws or self.redraws < 0:
+            raise ConfigError(f"evaluate.redraws must be an integer >= 0 (0 = a single draw), got {self.redraws}")
+        if self.mode not in MODES:
+            raise ConfigError(f"evaluate.mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"evaluate.precision must be fp32 or bf16, got {self.precision!r}")
+
+    def plan(self) -> list[AttackSpec]:
+        """The attacks with the default objective and the overrides applied."""
+        plan = []
+        for spec in self.attacks:
+            params = dict(spec.params)
+            name = spec.resolved()[0]
+            if self.objective is not None and "objective" not in params and takes_objective(name):
+                params["objective"] = self.objective
+            for key in (name, spec.attack, spec.name):
+                params |= self.overrides.get(key, {})
+            plan.append(AttackSpec(spec.attack, list(spec.eps), params, spec.label, spec.targets))
+        return plan
+
+
+def takes_objective(attack: str) -> bool:
+    """Whether the registered attack ``attack`` accepts an ``objective`` parameter."""
+    return "objective" in ATTACKS.parameters(attack)
