@@ -116,10 +116,32 @@ def eval_config(args: argparse.Namespace, num_classes: int = 10, adaptive: str |
         raise ConfigError(message) from None
     if args.standard:
         attacks = _standard_attacks(args, num_classes, adaptive, version or args.version or "standard")
-        config = dataclasses.replace(config, attacks=attacks, mode="worst-case", objective=None)
+        overrides = dict(config.overrides)
+        for attack, params in _attack_params(args.param).items():  # --param square.n_queries=1000
+            overrides[attack] = {**overrides.get(attack, {}), **params}
+        config = dataclasses.replace(config, attacks=attacks, mode="worst-case", objective=None, overrides=overrides)
     elif args.attacks or args.eps or not config.attacks:
         config = dataclasses.replace(config, attacks=_flag_attacks(args, config.objective))
+    _check_plan(config)
     return config
+
+
+def _check_plan(config) -> None:
+    """Build every attack of the plan once, and refuse overrides that name no attack of it."""
+    names = {n for spec in config.attacks for n in (spec.attack, spec.name, spec.resolved()[0])}
+    stray = sorted(set(config.overrides) - names)
+    if stray:
+        raise ConfigError(f"parameters given for {', '.join(stray)}, which the plan does not run; it runs "
+                          f"{', '.join(sorted({spec.name for spec in config.attacks}))}")
+    with warnings.catch_warnings():  # budget warnings are reported once, by the evaluation itself
+        warnings.simplefilter("ignore")
+        for spec in config.plan():
+            try:
+                spec.build(spec.eps[0])
+            except ConfigError:
+                raise
+            except ValueError as err:  # a constructor's own check (n_iter=-1, ...): one line, no traceback
+                raise ConfigError(f"{spec.name}: {err}") from None
 
 
 def _standard_attacks(args: argparse.Namespace, num_classes: int, adaptive: str | None, version: str) -> list:
@@ -159,19 +181,25 @@ def _key_values(flag: str, items: list[str]) -> dict[str, Any]:
     return params
 
 
+def _attack_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    """--param ATTACK.KEY=VALUE flags as {attack: {key: value}} (values read as YAML scalars)."""
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        attack, dot, key = target.partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--param expects ATTACK.KEY=VALUE, e.g. pgd.restarts=5; got {item!r}")
+        params.setdefault(attack, {})[key] = yaml.safe_load(value)
+    return params
+
+
 def _flag_attacks(args: argparse.Namespace, objective: str | None) -> list:
     """The attack plan from eval's flags, validated before any data is loaded."""
     from robustloss.attacks import ATTACKS
     from robustloss.evaluate.config import AttackSpec
 
     eps = _eps_list(args.eps or DEFAULT_EPS)
-    extra: dict[str, dict[str, Any]] = {}
-    for item in args.param:
-        target, sep, value = item.partition("=")
-        attack, dot, key = target.partition(".")
-        if not sep or not dot:
-            raise ConfigError(f"--param expects ATTACK.KEY=VALUE, e.g. pgd.restarts=5; got {item!r}")
-        extra.setdefault(attack, {})[key] = yaml.safe_load(value)
+    extra = _attack_params(args.param)
     plan = []
     for name in filter(None, (a.strip() for a in (args.attacks or DEFAULT_ATTACKS).split(","))):
         spec = AttackSpec(name, eps, {})
