@@ -12,65 +12,105 @@ more than that. Ours is "at least as strong" when its robust accuracy is not abo
 than that noise (c not significantly larger than b).
 
     .venv/bin/python benchmarks/standard_eval.py [--n 500] [--eps 0.1] [--norm linf] [--epochs 3]
+    .venv/bin/python benchmarks/standard_eval.py --case quantised --eps 0.3 --n 200
+    .venv/bin/python benchmarks/standard_eval.py --case mmc --eps 0.1,0.2,0.3 --epochs 10 --n 200
 
-The model is a LeNet-5 trained with CE on the embedded MNIST digits (``--epochs``, seed 0, about 10 s).
+The model is a LeNet-5 trained on the embedded MNIST digits (``--epochs``, seed 0): with CE; with CE
+behind a non-differentiable input quantiser ``round(4x)/4`` (zero input gradients: only the gradient-free
+Square can break it); or with the MMC loss, whose CE input gradients vanish. The last two also print
+the worst case of the papers' white-box suite with the CE objective, the number those models would
+have been given without the standard evaluation.
 torchattacks is optional (``pip install --no-deps torchattacks==3.5.1``).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 
 import torch
 
 from robustloss.data import load_dataset
-from robustloss.evaluate import standard_evaluation
+from robustloss.evaluate import AttackSpec, evaluate, standard_evaluation, worst_case_robust
+from robustloss.evaluate.diagnostics import sign_test
 from robustloss.train import Phase, TrainConfig, train
 
 
-def sign_test(b: int, c: int) -> float:
-    """Exact two-sided p-value of b successes in b + c fair coin flips."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(0, min(b, c) + 1)) / 2**n
-    return min(1.0, 2 * tail)
+class RoundToQuarters(torch.autograd.Function):
+    """x -> round(4x)/4 with its true, zero gradient: a non-differentiable input quantiser."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(4 * x) / 4
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.zeros_like(grad)
+
+
+class Quantised(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(RoundToQuarters.apply(x))
+
+
+def build_model(case: str, epochs: int, data) -> torch.nn.Module:
+    """The model under test: CE LeNet-5, the same behind the quantiser, or an MMC LeNet-5."""
+    recipe = [Phase("mmc" if case == "mmc" else "ce", epochs)]
+    with tempfile.TemporaryDirectory() as folder:
+        model = train(TrainConfig(recipe=recipe, seed=0), folder, data=data, progress=False,
+                      log=lambda _: None, device="cpu").model.eval()
+    return Quantised(model).eval() if case == "quantised" else model
+
+
+def single_objective_worst_case(model, x, y, budgets: list[float]) -> list[float]:
+    """What an evaluation with the papers' white-box suite and the CE objective reports (worst case)."""
+    plan = [AttackSpec(name, eps=budgets, params={"objective": "ce"}) for name in ("fgsm", "bim", "pgd", "mim")]
+    evaluation = evaluate(model, (x, y), plan, seed=0, mode="worst-case", progress=False, device="cpu")
+    return [float(worst_case_robust(evaluation, "linf", eps).mean()) for eps in budgets]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--eps", default="0.1", help="comma-separated budgets; AutoAttack runs at the largest")
     parser.add_argument("--norm", choices=["linf", "l2"], default="linf")
+    parser.add_argument("--case", choices=["ce", "quantised", "mmc"], default="ce",
+                        help="ce: LeNet-5; quantised: the same behind round(4x)/4; mmc: an MMC LeNet-5")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    budgets = [float(e) for e in args.eps.split(",")]
 
     data = load_dataset("mnist-5k")
-    with tempfile.TemporaryDirectory() as folder:
-        model = train(TrainConfig(recipe=[Phase("ce", args.epochs)], seed=0), folder, data=data, progress=False,
-                      log=lambda _: None, device="cpu").model.eval()
+    model = build_model(args.case, args.epochs, data)
     x, y = data.test.batch(slice(0, args.n))
 
     started = time.perf_counter()
-    ours = standard_evaluation(model, x, y, norm=args.norm, eps=args.eps, diagnostics=False, device="cpu")
+    ours = standard_evaluation(model, x, y, norm=args.norm, eps=budgets, diagnostics=False, device="cpu")
     ours_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    with_probes = standard_evaluation(model, x, y, norm=args.norm, eps=args.eps, device="cpu")
+    with_probes = standard_evaluation(model, x, y, norm=args.norm, eps=budgets, device="cpu")
     probes_seconds = time.perf_counter() - started
 
-    print(f"LeNet-5 (CE, {args.epochs} epochs), {args.n} MNIST test digits, {args.norm} eps={args.eps}, "
+    print(f"LeNet-5 ({args.case}, {args.epochs} epochs), {args.n} MNIST test digits, {args.norm} eps={args.eps}, "
           f"{args.threads} threads; clean accuracy {100 * ours.clean_accuracy:.1f}%")
     print(f"robustloss standard_evaluation: robust {100 * ours.robust_accuracy:.1f}% "
           f"(95% CI {100 * ours.interval[0]:.1f}-{100 * ours.interval[1]:.1f}%) in {ours_seconds:.1f} s")
+    print("  curve: " + ", ".join(f"eps {e:g}: {100 * a:.1f}%" for e, a in ours.curve))
     print(f"  with diagnostics probes:      robust {100 * with_probes.robust_accuracy:.1f}% in {probes_seconds:.1f} s")
     for row in ours.per_attack:
-        print(f"    {row['attack']:>10}: attacked {row['attacked']:4d}, broke first {row['newly_broken']:4d}, "
-              f"robust after {100 * row['robust_after']:.1f}%, {row['seconds']:.1f} s")
+        print(f"    {row['attack']:>10} eps {row['eps']:g}: attacked {row['attacked']:4d}, broke first "
+              f"{row['newly_broken']:4d}, robust after {100 * row['robust_after']:.1f}%, {row['seconds']:.1f} s")
+    if args.norm == "linf":
+        old = single_objective_worst_case(model, x, y, budgets)
+        print("FGSM/BIM/PGD/MIM with the CE objective, worst case: "
+              + ", ".join(f"eps {e:g}: {100 * a:.1f}%" for e, a in zip(budgets, old)))
 
     try:
         import torchattacks
@@ -78,13 +118,13 @@ def main() -> None:
         print("torchattacks is not installed: no comparison (pip install --no-deps torchattacks==3.5.1)")
         return
     norm = "Linf" if args.norm == "linf" else "L2"
-    peer = torchattacks.AutoAttack(model, norm=norm, eps=args.eps, version="standard", n_classes=10, seed=0)
+    peer = torchattacks.AutoAttack(model, norm=norm, eps=budgets[-1], version="standard", n_classes=10, seed=0)
     started = time.perf_counter()
     x_adv = peer(x, y)
     theirs_seconds = time.perf_counter() - started
     with torch.no_grad():
         theirs_robust = (model(x_adv).argmax(1) == y).numpy()
-    ours_robust = ours.per_sample["robust"]
+    ours_robust = worst_case_robust(ours.evaluation, args.norm, budgets[-1])
     b = int((~ours_robust & theirs_robust).sum())  # broken by ours only
     c = int((ours_robust & ~theirs_robust).sum())  # broken by theirs only
     print(f"torchattacks AutoAttack:        robust {100 * theirs_robust.mean():.1f}% in {theirs_seconds:.1f} s")

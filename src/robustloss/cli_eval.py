@@ -162,9 +162,11 @@ def _eps_list(text: str) -> list[float | None]:
             values.append(None)
             continue
         try:
-            value = float(item)
-        except ValueError:
-            raise ConfigError(f"--eps: expected comma-separated numbers or 'none', got {item!r}") from None
+            # The field writes budgets as fractions of the 8-bit range (8/255), so accept them.
+            numerator, _, denominator = item.partition("/")
+            value = float(numerator) / float(denominator) if denominator else float(item)
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"--eps: expected comma-separated numbers (0.03, 8/255) or 'none', got {item!r}") from None
         if not value >= 0 or value == float("inf"):
             raise ConfigError(f"--eps: budgets must be finite numbers >= 0, got {item}")
         values.append(value)

@@ -86,6 +86,7 @@ def test_eval_reads_a_config_file_and_flags_override_it(user_model, tmp_path, ca
      "square:"),
     (["--model", "my_models:lenet", "--dataset", "mnist-5k", "--eps", "abc"], "--eps: expected"),
     (["--model", "my_models:lenet", "--dataset", "mnist-5k", "--eps", "-0.1"], "--eps: budgets must be"),
+    (["--model", "my_models:lenet", "--dataset", "mnist-5k", "--eps", "8/0"], "--eps: expected"),
     (["--model", "my_models:lenet", "--dataset", "mnist-5k", "--n-test", "0"], "--n-test must be"),
 ])
 def test_bad_eval_input_gets_one_clear_line(user_model, extra, message, capsys):
@@ -101,3 +102,9 @@ def test_weights_that_do_not_fit_are_refused(user_model, tmp_path, capsys):
         assert main(["eval", "--model", "my_models:lenet", "--weights", str(tmp_path / name), "--dataset",
                      "mnist-5k", "--device", "cpu"]) == 1
         assert message in capsys.readouterr().err
+
+
+def test_eps_accepts_fractions_of_the_8_bit_range():
+    from robustloss.cli_eval import _eps_list
+
+    assert _eps_list("8/255, 0.1,1e-2,none") == [8 / 255, 0.1, 0.01, None]

@@ -130,6 +130,8 @@ QUICK = {
     "spsa": {"eps": 0.2, "steps": 2, "samples": 8, "lr": 0.1}, "simba": {"eps": 0.5, "max_queries": 20},
     "transfer": {"eps": 0.2, "method": "mim"}, "gaussian-noise": {"sigma": 0.3, "draws": 2},
     "rotation": {"max_degrees": 30, "draws": 2},
+    "square": {"eps": 0.2, "n_queries": 10}, "apgd-t": {"eps": 0.2, "n_iter": 3, "n_target_classes": 2},
+    "fab": {"n_iter": 3}, "fab-t": {"n_iter": 3, "n_target_classes": 2},
 }
 
 

@@ -8,12 +8,15 @@ from robustloss.attacks.registry import ATTACKS, create_attack
 # Importing the attack modules registers them.
 from robustloss.attacks import (  # noqa: E402,F401
     apgd,
+    apgd_targeted,
     carlini_wagner,
     corruptions,
     deepfool,
+    fab,
     linf_gradient,
     simba,
     spsa,
+    square,
     transfer,
 )
 

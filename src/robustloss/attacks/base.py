@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from robustloss.attacks.objectives import Objective, check_objective_name, get_objective, resolve_objective
 from robustloss.attacks.precision import autocast_context, check_precision, full_precision
 from robustloss.errors import AttackBudgetError
+from robustloss.models.modes import kept_modes
 
 # Slack for float32 round-off in x + delta and clamping.
 BUDGET_TOLERANCE = 1e-5
@@ -97,17 +98,14 @@ class Attack:
         goal = target if self.targeted else y
         objective = resolve_objective(self.objective_name, model) if self.objective_name else ""
         x = x.detach()
-        was_training = model.training
-        model.eval()
-        try:
+        with kept_modes(model):
+            model.eval()
             with torch.enable_grad(), autocast_context(precision, x.device):
                 x_adv, queries = self.run(model, x, y, goal, get_objective(objective) if objective else None, generator)
             x_adv = x_adv.detach().to(x.dtype)  # a bf16 step must not leak into the returned images
             self._check_budget(x, x_adv)
             with torch.no_grad(), full_precision(x.device):  # the verdict: always float32
                 pred = model(x_adv).argmax(dim=1)
-        finally:
-            model.train(was_training)
         success = pred == goal if self.targeted else pred != y
         diff = (x_adv - x).flatten(1)
         return AttackResult(

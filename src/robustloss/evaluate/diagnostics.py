@@ -3,50 +3,84 @@
 Each check reads the stored per-sample records of an ``Evaluation`` and says ``pass`` or
 ``warn`` with the numbers behind it (``n/a`` when the records it needs are missing).
 ``probe_plan`` lists the extra attacks that give every check its records; ``gradient_probe``
-measures input gradients on clean samples (check 7) and stores them in ``evaluation.meta``.
+measures input gradients on clean samples (check 7) and callers store its result in
+``evaluation.meta["gradient_probe"]``.
 
 1. iterative >= single-step     PGD/BIM/MIM/APGD are at least as strong as FGSM.
-2. white-box >= black-box       no transfer/SPSA/SimBA attack breaks samples that every
-                                white-box attack of the same norm and budget left standing.
-3. monotone in eps              an attack's robust accuracy does not rise with eps.
+2. white-box >= black-box       no transfer/SPSA/SimBA/Square attack breaks samples that every
+                                white-box attack of the same norm and budget left standing: such
+                                samples are the signature of masked gradients.
+3. monotone in eps              an attack's robust accuracy does not rise with eps (a series is one
+                                attack with the same settings, its step size either fixed or a fixed
+                                multiple of eps).
 4. huge eps breaks everything   at eps >= 1 (L-inf) accuracy is about 0.
 5. steps converge               more steps or restarts do not raise robust accuracy, and the
                                 reported setting is not far weaker than a longer run.
 6. budget reachable             steps x step size >= eps.
-7. gradients exist              input gradients are neither zero nor NaN on more than a few
-                                percent of samples.
-8. objectives agree             CE and the adaptive/margin objective give similar accuracy;
-                                a large gap means the head defeats one of them (MMC with CE).
+7. gradients exist              for every objective the plan's gradient attacks use
+                                (``plan_objectives``), input gradients are neither zero nor NaN on
+                                more than MASKED_GRADIENT_SHARE of the probed samples.
+8. objectives agree             the same attack with CE and with another objective (adaptive,
+                                margin), compared per sample: b = samples broken by the other
+                                objective only, c = by CE only, among samples both attacked. Under
+                                "the objectives are equally strong" b ~ Binomial(b + c, 1/2); the
+                                exact two-sided sign (McNemar) test gives
+                                    p = min(1, 2 * sum_{k <= min(b, c)} C(b + c, k) / 2^(b + c)).
+                                It warns when p < OBJECTIVE_ALPHA and |b - c| is at least
+                                OBJECTIVE_MIN_GAP of the evaluated samples (a difference too small
+                                to move a reported accuracy by a point is not worth a warning), and
+                                names the stronger objective (MMC attacked with CE is the classic).
 9. EOT on stochastic models     when the model is randomised (``meta["stochastic"]``, stored by
                                 ``robustloss.evaluate.stochastic.record_stochasticity``), every
                                 budget attacked by gradient attacks has one run with ``eot > 1``
                                 (Athalye et al. 2018); otherwise the attacks follow the noise of
                                 single draws and overstate robustness.
 
-Tolerances: differences smaller than max(1 point, 2 binomial standard errors) are noise.
+Tolerances of checks 1-5: differences smaller than max(1 point, 2 binomial standard errors) are noise.
+
+Probes (``probe_plan``; labels start with ``diag-``): PGD with CE, the C&W margin and the adaptive
+objective, 40 steps of 2.5 * eps / 40 (Madry et al. 2018's step rule), at EVERY L-inf budget of the
+plan, so that the worst case at each budget includes the strongest objective (one spec per budget,
+because an ``AttackSpec`` has one step size for all its budgets; records are keyed by (label, eps)).
+When the plan has L2 budgets, ``pgd-l2`` gets the same three probes at each of them (its default step
+is already 2.5 * eps / steps). The huge-eps probe, the long run (check 5) and FGSM (check 1) run at the
+largest L-inf budget only.
+
+Stored format of ``meta["gradient_probe"]``: ``{"n": N, "objectives": [{"objective": name, "zero": int,
+"nonfinite": int}, ...]}``. Stores written by earlier versions hold ``{"objective", "n", "zero",
+"nonfinite"}`` (one objective); check 7 reads both.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import Literal
 
 import numpy as np
 import torch
 
+from robustloss.models.modes import kept_modes
 from robustloss.attacks.objectives import get_objective, resolve_objective
 from robustloss.data.split import ImageSplit
-from robustloss.evaluate.plan import AttackSpec
+from robustloss.evaluate.config import AttackSpec
 from robustloss.evaluate.records import AttackRecord, Evaluation
 
 SINGLE_STEP = {"fgsm"}
-ITERATIVE = {"bim", "pgd", "mim", "apgd", "apgd-ce", "apgd-dlr", "pgd-l2"}
-WHITE_BOX = ITERATIVE | SINGLE_STEP | {"cw", "deepfool"}
-BLACK_BOX = {"transfer", "spsa", "simba"}
+ITERATIVE = {"bim", "pgd", "mim", "apgd", "apgd-ce", "apgd-dlr", "apgd-t", "pgd-l2"}
+WHITE_BOX = ITERATIVE | SINGLE_STEP | {"cw", "deepfool", "fab", "fab-t"}
+BLACK_BOX = {"transfer", "spsa", "simba", "square"}  # gradient-free or gradients of another model
 LARGE_EPS = {"linf": 1.0}
 MASKED_GRADIENT_SHARE = 0.05  # more zero/NaN input gradients than this is suspicious
+OBJECTIVE_ALPHA = 0.01  # check 8: significance level of the paired sign test
+OBJECTIVE_MIN_GAP = 0.01  # check 8: |b - c| must also reach this share of the evaluated samples
+PROBE_PREFIX = "diag-"  # labels of the probe attacks (the report leaves them out of its tables)
+PROBE_STEPS = 40  # PGD steps of the objective probes (Madry et al. 2018, MNIST)
+DEFAULT_LINF_EPS = 0.3  # probe budget of a plan without L-inf budgets (the MNIST standard)
+OBJECTIVE_PROBES = (("ce", "ce"), ("margin", "cw"), ("adaptive", "adaptive"))  # label suffix, objective
 
 
 @dataclass
@@ -106,9 +140,15 @@ def _white_vs_black(ev: Evaluation) -> Diagnostic:
             findings.append(f"{black.name} at eps={black.eps:g}: {100 * _acc(ev, black):.1f}% vs best white-box "
                             f"{100 * best_white:.1f}%; {int(only_black.sum())} samples broken only by {black.name}")
     if not compared:
-        return Diagnostic(2, title, "n/a", "needs a black-box attack (transfer/SPSA/SimBA) and a white-box one at "
-                                           "the same eps")
-    return Diagnostic(2, title, "warn" if findings else "pass", "; ".join(findings) or
+        return Diagnostic(2, title, "n/a", "needs a black-box attack (transfer/SPSA/SimBA/Square) and a white-box "
+                                           "one at the same eps")
+    if findings:
+        # A gradient-free attack cannot outdo the gradient ones on a model whose gradients are honest.
+        return Diagnostic(2, title, "warn", "; ".join(findings) + ". Samples that a black-box attack breaks but "
+                          "no white-box attack of the same budget does are the signature of masked gradients "
+                          "(e.g. a non-differentiable input transform or a saturated softmax): the white-box "
+                          "accuracies are upper bounds", {"findings": findings})
+    return Diagnostic(2, title, "pass",
                       f"{compared} black-box records; every sample they break is broken by a white-box attack too")
 
 
@@ -117,20 +157,34 @@ def _monotone(ev: Evaluation) -> Diagnostic:
     groups: dict[tuple, list[AttackRecord]] = {}
     for r in ev.records:
         if r.eps is not None:
-            params = tuple(sorted((k, str(v)) for k, v in r.params.items() if k != "eps"))
-            groups.setdefault((r.name, params), []).append(r)
-    for (name, _), records in groups.items():
+            for key in _series_keys(r):
+                groups.setdefault(key, []).append(r)
+    for records in groups.values():
         records.sort(key=lambda r: r.eps)
-        if len(records) > 1:
+        if len({r.eps for r in records}) > 1:
             series += 1
-        for smaller, larger in zip(records, records[1:]):
+        for smaller, larger in pairwise(records):
             a, b = _acc(ev, larger), _acc(ev, smaller)
-            if a > b + _tolerance(b, ev.n):
-                failures.append(f"{name}: {100 * b:.1f}% at eps={smaller.eps:g} but {100 * a:.1f}% at "
+            if larger.eps > smaller.eps and a > b + _tolerance(b, ev.n):
+                failures.append(f"{larger.name}: {100 * b:.1f}% at eps={smaller.eps:g} but {100 * a:.1f}% at "
                                 f"eps={larger.eps:g}")
+    failures = list(dict.fromkeys(failures))  # a record can sit in two series
     if not series:
         return Diagnostic(3, title, "n/a", "needs an attack at two or more eps")
     return Diagnostic(3, title, "warn" if failures else "pass", "; ".join(failures) or f"{series} eps series")
+
+
+def _series_keys(r: AttackRecord) -> list[tuple]:
+    """The eps series a record belongs to: same name and settings, with the step size either the same
+    (a fixed step, as in the papers' tables) or the same multiple of eps (the probes' 2.5 * eps / steps)."""
+    params = tuple(sorted((k, str(v)) for k, v in r.params.items() if k not in ("eps", "step_size")))
+    step = r.params.get("step_size")
+    if step is None:
+        return [(r.name, params)]
+    keys = [(r.name, params, "step_size", str(step))]
+    if r.eps:
+        keys.append((r.name, params, "step_size/eps", f"{float(step) / r.eps:.6g}"))
+    return keys
 
 
 def _huge_eps(ev: Evaluation) -> Diagnostic:
@@ -155,9 +209,9 @@ def _convergence(ev: Evaluation) -> Diagnostic:
             key = (r.attack, r.eps, r.norm, r.objective, r.params.get("targeted"))
             by_key.setdefault(key, []).append(r)
     for records in by_key.values():
-        effort = lambda r: int(r.params.get("steps", 1)) * int(r.params.get("restarts", 1))  # noqa: E731
+        effort = lambda r: int(r.params.get("steps", 1)) * int(r.params.get("restarts", 1))
         records.sort(key=effort)
-        for weaker, stronger in zip(records, records[1:]):
+        for weaker, stronger in pairwise(records):
             if effort(stronger) == effort(weaker):
                 continue
             compared += 1
@@ -189,34 +243,103 @@ def _budget(ev: Evaluation) -> Diagnostic:
 
 def _gradients(ev: Evaluation) -> Diagnostic:
     title = "input gradients are not zero or NaN"
-    probe = ev.meta.get("gradient_probe")
-    if not probe:
+    probe = _probe_entries(ev.meta.get("gradient_probe"))
+    if probe is None:
         return Diagnostic(7, title, "n/a", "run gradient_probe (robustloss eval --diagnostics does)")
-    share = (probe["zero"] + probe["nonfinite"]) / max(probe["n"], 1)
-    status = "warn" if share > MASKED_GRADIENT_SHARE else "pass"
-    return Diagnostic(7, title, status, f"{probe['zero']} zero and {probe['nonfinite']} non-finite input gradients of "
-                      f"the {probe['objective']} objective on {probe['n']} samples ({100 * share:.1f}%)", probe)
+    n, entries = probe
+    if not entries:
+        return Diagnostic(7, title, "n/a", "the plan has no gradient attack whose objective could be probed")
+    parts, masked = [], []
+    for entry in entries:
+        share = (entry["zero"] + entry["nonfinite"]) / max(n, 1)
+        parts.append(f"{entry['objective']}: {entry['zero']} zero and {entry['nonfinite']} non-finite input "
+                     f"gradients on {n} samples ({100 * share:.1f}%)")
+        if share > MASKED_GRADIENT_SHARE:
+            masked.append(entry["objective"])
+    detail = "; ".join(parts)
+    if masked:
+        detail += (f". Attacks using {' / '.join(masked)} see no gradient on those samples, so their robust "
+                   "accuracies are upper bounds: attack with an objective whose gradients exist (e.g. cw or "
+                   "adaptive)")
+    return Diagnostic(7, title, "warn" if masked else "pass", detail, {"n": n, "objectives": entries,
+                                                                      "masked": masked})
+
+
+def _probe_entries(probe: dict | None) -> tuple[int, list[dict]] | None:
+    """(n, [{"objective", "zero", "nonfinite"}, ...]) from either stored format (see the module docstring)."""
+    if not probe:
+        return None
+    if "objectives" in probe:
+        return int(probe["n"]), [dict(e) for e in probe["objectives"]]
+    # written before several objectives were probed: one objective at the top level
+    return int(probe["n"]), [{"objective": probe["objective"], "zero": probe["zero"],
+                              "nonfinite": probe["nonfinite"]}]
+
+
+def sign_test(b: int, c: int) -> float:
+    """Exact two-sided sign (McNemar) test: the p-value of b against c discordant pairs when each pair
+    is equally likely to fall either way. Exact integer arithmetic, so it is right for any b + c."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    term = tail = 1  # C(n, 0); each next term C(n, k + 1) = C(n, k) * (n - k) / (k + 1), exactly
+    for k in range(min(b, c)):
+        term = term * (n - k) // (k + 1)
+        tail += term
+    return min(1.0, 2 * tail / 2**n)
 
 
 def _objectives(ev: Evaluation) -> Diagnostic:
-    title, findings, compared = "CE and the adaptive/margin objective agree", [], 0
+    title, findings, compared = "CE and the adaptive/margin objective agree (paired sign test)", [], []
+    for ce, other in _objective_pairs(ev):
+        pair = _paired(ev, ce, other)
+        compared.append(pair)
+        b, c = pair["other_only"], pair["ce_only"]
+        if pair["p"] < OBJECTIVE_ALPHA and abs(b - c) >= OBJECTIVE_MIN_GAP * ev.n:
+            stronger, weaker = (other.objective, "CE") if b > c else ("CE", other.objective)
+            findings.append(_describe_pair(pair) + f": {weaker} is the weaker objective; report {stronger}")
+    if not compared:
+        return Diagnostic(8, title, "n/a", "needs one attack with the CE objective and with adaptive/cw "
+                                           "(see probe_plan)")
+    if findings:
+        return Diagnostic(8, title, "warn", "; ".join(findings), {"comparisons": compared})
+    closest = min(compared, key=lambda pair: pair["p"])
+    return Diagnostic(8, title, "pass", f"{len(compared)} paired comparisons, no objective significantly stronger "
+                      f"(p < {OBJECTIVE_ALPHA:g} and a gap of {100 * OBJECTIVE_MIN_GAP:g}% of samples); closest: "
+                      + _describe_pair(closest), {"comparisons": compared})
+
+
+def _objective_pairs(ev: Evaluation) -> Iterator[tuple[AttackRecord, AttackRecord]]:
+    """(CE record, record of another objective) run with the same attack, eps and settings; one pair
+    per other objective (an ``adaptive`` probe resolved to ``cw`` repeats the margin probe)."""
     same_setting = ("steps", "step_size", "targeted", "restarts")
     for ce in [r for r in ev.records if r.objective == "ce"]:
         seen: set[str] = set()
         for other in ev.records:
-            same_attack = other.attack == ce.attack and other.eps == ce.eps and all(
+            same_attack = other.attack == ce.attack and other.eps == ce.eps and other.norm == ce.norm and all(
                 other.params.get(k) == ce.params.get(k) for k in same_setting)
             if same_attack and other.objective not in ("", "ce", *seen):
                 seen.add(other.objective)
-                compared += 1
-                a, b = _acc(ev, ce), _acc(ev, other)
-                if abs(a - b) > 2 * _tolerance(min(a, b), ev.n):
-                    weaker = "CE" if a > b else other.objective
-                    findings.append(f"{ce.name} eps={ce.eps}: CE {100 * a:.1f}% vs {other.objective} {100 * b:.1f}% "
-                                    f"({weaker} is the weaker objective; report the stronger)")
-    if not compared:
-        return Diagnostic(8, title, "n/a", "needs one attack with the CE objective and with adaptive/cw (see probe_plan)")
-    return Diagnostic(8, title, "warn" if findings else "pass", "; ".join(findings) or f"{compared} comparisons")
+                yield ce, other
+
+
+def _paired(ev: Evaluation, ce: AttackRecord, other: AttackRecord) -> dict:
+    """Both accuracies and the discordant counts among the samples both records attacked (in
+    worst-case mode a record skips samples an earlier attack broke: those are no evidence either way)."""
+    both = ce.attacked & other.attacked
+    by_ce, by_other = ev.fooled(ce) & both, ev.fooled(other) & both
+    b, c = int((by_other & ~by_ce).sum()), int((by_ce & ~by_other).sum())
+    return {"attack": ce.name, "other": other.name, "eps": ce.eps, "objective": other.objective,
+            "ce_accuracy": _acc(ev, ce), "other_accuracy": _acc(ev, other), "paired": int(both.sum()),
+            "other_only": b, "ce_only": c, "p": sign_test(b, c)}
+
+
+def _describe_pair(pair: dict) -> str:
+    eps = "-" if pair["eps"] is None else f"{pair['eps']:g}"
+    return (f"{pair['attack']} eps={eps}: CE {100 * pair['ce_accuracy']:.1f}% vs {pair['objective']} "
+            f"{100 * pair['other_accuracy']:.1f}%; of {pair['paired']} samples attacked by both, "
+            f"b = {pair['other_only']} broken by {pair['objective']} only, c = {pair['ce_only']} by CE only "
+            f"(exact sign test p = {pair['p']:.2g})")
 
 
 def _eot_capable() -> list[str]:
@@ -263,30 +386,33 @@ def _redraw_gap(ev: Evaluation, records: list[AttackRecord]) -> tuple[str, dict]
     if not gaps:
         return "", {}
     gap, record, spread = max(gaps, key=lambda g: g[0])
-    return (f"; one draw vs the mean over {spread.draws} redraws differs by up to {100 * gap:.1f} points "
+    note = (f"; one draw vs the mean over {spread.draws} redraws differs by up to {100 * gap:.1f} points "
             f"({record.name} eps={record.eps:g}: {100 * ev.accuracy(record):.1f}% vs {100 * spread.mean:.1f}% "
-            f"± {100 * spread.std:.1f})", {"max_redraw_gap": gap})
+            f"± {100 * spread.std:.1f})")
+    return note, {"max_redraw_gap": gap}
 
 
 def probe_plan(plan: list[AttackSpec], *, huge_eps: float = 1.0, step_factor: int = 5) -> list[AttackSpec]:
-    """Extra attacks that give every check its records, derived from an existing plan."""
-    # Only L-inf budgets: an L2 radius (pgd-l2) is on another scale and would make a meaningless probe.
-    linf_eps = sorted({e for s in plan for e in s.eps
-                       if e is not None and s.resolved()[0] in ITERATIVE | SINGLE_STEP and _norm_of(s, e) == "linf"})
-    top = linf_eps[-1] if linf_eps else 0.3
-    extra = [
-        AttackSpec("pgd", [huge_eps], {"steps": 20, "step_size": huge_eps / 8, "objective": "adaptive"},
-                   label="diag-pgd-huge"),
-        AttackSpec("pgd", [top], {"steps": 40, "step_size": 2.5 * top / 40, "objective": "ce"}, label="diag-pgd-ce"),
-        AttackSpec("pgd", [top], {"steps": 40, "step_size": 2.5 * top / 40, "objective": "cw"},
-                   label="diag-pgd-margin"),
-        AttackSpec("pgd", [top], {"steps": 40, "step_size": 2.5 * top / 40, "objective": "adaptive"},
-                   label="diag-pgd-adaptive"),
-        AttackSpec("pgd", [top], {"steps": 40 * step_factor, "step_size": 2.5 * top / (40 * step_factor),
-                                  "objective": "adaptive"}, label="diag-pgd-long"),
-    ]
+    """Extra attacks that give every check its records, derived from an existing plan (see the module
+    docstring: objective probes at every L-inf and L2 budget, the other probes at the largest L-inf one)."""
+    # An L2 radius is on another scale than an L-inf one: each norm's probes use that norm's budgets only.
+    linf_eps = _budgets(plan, "linf") or [DEFAULT_LINF_EPS]
+    l2_eps = _budgets(plan, "l2")
+    top = linf_eps[-1]
+    extra = [AttackSpec("pgd", [huge_eps], {"steps": 20, "step_size": huge_eps / 8, "objective": "adaptive"},
+                        label=f"{PROBE_PREFIX}pgd-huge")]
+    # one spec per budget: an AttackSpec has one step size for all its eps, and this one scales with eps
+    extra += [AttackSpec("pgd", [eps], {"steps": PROBE_STEPS, "step_size": 2.5 * eps / PROBE_STEPS,
+                                        "objective": objective}, label=f"{PROBE_PREFIX}pgd-{suffix}")
+              for suffix, objective in OBJECTIVE_PROBES for eps in linf_eps]
+    long_steps = PROBE_STEPS * step_factor
+    extra.append(AttackSpec("pgd", [top], {"steps": long_steps, "step_size": 2.5 * top / long_steps,
+                                           "objective": "adaptive"}, label=f"{PROBE_PREFIX}pgd-long"))
+    if l2_eps:  # pgd-l2's default step is 2.5 * eps / steps already, so one spec covers every budget
+        extra += [AttackSpec("pgd-l2", l2_eps, {"steps": PROBE_STEPS, "objective": objective},
+                             label=f"{PROBE_PREFIX}pgd-l2-{suffix}") for suffix, objective in OBJECTIVE_PROBES]
     if not any(s.resolved()[0] == "fgsm" for s in plan):
-        extra.append(AttackSpec("fgsm", [top], {"objective": "adaptive"}, label="diag-fgsm"))
+        extra.append(AttackSpec("fgsm", [top], {"objective": "adaptive"}, label=f"{PROBE_PREFIX}fgsm"))
     # A plan that attacks a random model with EOT gets probes with the same EOT: the checks compare
     # probes with each other and with the plan, and a probe without it would be weak for another reason.
     eot = max((int(s.resolved()[1].get("eot", 1)) for s in plan), default=1)
@@ -295,10 +421,32 @@ def probe_plan(plan: list[AttackSpec], *, huge_eps: float = 1.0, step_factor: in
     return extra
 
 
-def _norm_of(spec: AttackSpec, eps: float) -> str | None:
+def _budgets(plan: list[AttackSpec], norm: str) -> list[float]:
+    """The plan's budgets of ``norm`` (probes already in the plan excluded), ascending."""
+    return sorted({e for s in plan if not s.name.startswith(PROBE_PREFIX) for e in s.eps
+                   if e is not None and _built(s, e).norm == norm})
+
+
+def _built(spec: AttackSpec, eps: float | None):
+    """The spec's attack at ``eps``, quietly: the engine reports budget warnings when it runs it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return spec.build(eps).norm
+        return spec.build(eps)
+
+
+def plan_objectives(plan: list[AttackSpec], model: torch.nn.Module) -> list[str]:
+    """The concrete objectives (``adaptive`` resolved for ``model``) that the plan's gradient attacks
+    follow, deduplicated, in plan order: what ``gradient_probe`` should probe. Black-box attacks (their
+    gradients are estimated or come from another model), attacks without an objective (noise, rotation)
+    and the diagnostic probes are left out; C&W and DeepFool count, with the margin they differentiate."""
+    found: list[str] = []
+    for spec in plan:
+        if spec.name.startswith(PROBE_PREFIX) or spec.resolved()[0] in BLACK_BOX or not spec.eps:
+            continue
+        objective = _built(spec, spec.eps[0]).objective_name
+        if objective:
+            found.append(resolve_objective(objective, model))
+    return list(dict.fromkeys(found))
 
 
 @torch.no_grad()
@@ -306,19 +454,28 @@ def _finite(t: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(t.flatten(1)).all(dim=1)
 
 
-def gradient_probe(model: torch.nn.Module, split: ImageSplit, *, objective: str = "adaptive", n: int = 500,
-                   device: str | torch.device = "cpu") -> dict:
-    """Count samples whose input gradient of the attack objective is all-zero or non-finite."""
-    model = model.to(device).eval()
-    name = resolve_objective(objective, model)
-    fn = get_objective(name)
+def gradient_probe(model: torch.nn.Module, split: ImageSplit, *, objectives: list[str] | str = "adaptive",
+                   n: int = 500, device: str | torch.device = "cpu") -> dict:
+    """Per objective (``adaptive`` resolved for ``model``), count the first ``n`` samples whose input
+    gradient is all-zero or non-finite: ``{"n": N, "objectives": [{"objective", "zero", "nonfinite"}]}``.
+    Pass ``objectives=plan_objectives(plan, model)`` so that check 7 probes what the attacks followed."""
+    names = [objectives] if isinstance(objectives, str) else list(objectives)
+    resolved = list(dict.fromkeys(resolve_objective(name, model) for name in names))
     x, y = split.batch(slice(0, min(n, len(split))))
-    x, y = x.to(device).requires_grad_(True), y.to(device)
-    gain = fn(model(x), y, False)
-    (grad,) = torch.autograd.grad(gain.sum(), x)
-    finite = _finite(grad)
-    zero = finite & (grad.flatten(1).abs().amax(dim=1) == 0)
-    return {"objective": name, "n": len(y), "zero": int(zero.sum()), "nonfinite": int((~finite).sum())}
+    entries: list[dict] = []
+    if resolved:
+        with kept_modes(model):
+            model = model.to(device).eval()
+            x, y = x.to(device).requires_grad_(True), y.to(device)
+            with torch.enable_grad():
+                logits = model(x)  # one forward pass; each objective differentiates the same graph
+                for i, name in enumerate(resolved):
+                    gain = get_objective(name)(logits, y, False)
+                    (grad,) = torch.autograd.grad(gain.sum(), x, retain_graph=i < len(resolved) - 1)
+                    finite = _finite(grad)
+                    zero = finite & (grad.flatten(1).abs().amax(dim=1) == 0)
+                    entries.append({"objective": name, "zero": int(zero.sum()), "nonfinite": int((~finite).sum())})
+    return {"n": len(y), "objectives": entries}
 
 
 def format_diagnostics(diagnostics: list[Diagnostic]) -> str:

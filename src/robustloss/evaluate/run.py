@@ -37,6 +37,7 @@ from robustloss.evaluate.diagnostics import Diagnostic, diagnose, gradient_probe
 from robustloss.evaluate.engine import run_plan
 from robustloss.evaluate.records import Evaluation
 from robustloss.evaluate.sanity import SanityCheck, as_logits, sanity_checks
+from robustloss.models.modes import kept_modes
 
 _log = logging.getLogger(__name__)
 SANITY_SAMPLES = 256  # images the pre-attack checks look at: a few forward/backward passes
@@ -112,7 +113,7 @@ def run_evaluation(
         split = split.subset(slice(0, config.n_test))
     dev = resolve_device(device)
     was_training = model.training
-    try:
+    with kept_modes(model):
         attacked = model.to(dev)
         if config.defense is not None:  # the same trained model, attacked behind the defence
             attacked = apply_defense(attacked, config.defense.name, **config.defense.params)
@@ -135,8 +136,6 @@ def run_evaluation(
             evaluation.meta["diagnostics"] = [dataclasses.asdict(d) for d in found]
             warned = [d.check for d in found if d.status == "warn"]
             log(f"diagnostics: {len(warned)} warning(s){': ' + '; '.join(warned) if warned else ''}")
-    finally:
-        model.train(was_training)
     return evaluation
 
 

@@ -58,6 +58,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from robustloss.models.modes import kept_modes
 from robustloss.attacks.objectives import Objective, get_objective, resolve_objective
 from robustloss.attacks.precision import full_precision
 from robustloss.evaluate.stochastic import SAME_OUTPUT_ATOL, SAME_OUTPUT_RTOL, is_stochastic
@@ -139,15 +140,11 @@ def sanity_checks(model: nn.Module, x: Tensor, y: Tensor, *, objectives: Sequenc
 @contextlib.contextmanager
 def _probing(model: nn.Module, device: torch.device) -> Iterator[None]:
     """Eval mode, float32, a forked RNG; every module's training flag restored afterwards."""
-    modes = [(module, module.training) for module in model.modules()]
     devices = [device] if device.type == "cuda" else []
-    model.eval()
-    try:
+    with kept_modes(model):
+        model.eval()
         with torch.random.fork_rng(devices=devices), full_precision(device):
             yield
-    finally:
-        for module, training in modes:
-            module.training = training  # not model.train(): that would flatten a mixed-mode model
 
 
 def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:

@@ -48,6 +48,7 @@ from robustloss.evaluate.run import as_split, diagnostics_of, run_evaluation
 from robustloss.evaluate.sanity import SanityCheck
 from robustloss.evaluate.stochastic import is_stochastic
 from robustloss.evaluate.worst_case import broken_within
+from robustloss.models.modes import kept_modes
 
 _log = logging.getLogger(__name__)
 VERSIONS = ("standard", "plus", "rand", "custom")
@@ -178,13 +179,9 @@ def _num_classes(model: nn.Module, sample: Tensor, labels: Tensor) -> int:
     declared = getattr(model, "num_classes", None)
     if declared:
         return int(declared)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return int(model(sample[:2]).shape[1])
-    finally:
-        model.train(was_training)
+    with kept_modes(model), torch.no_grad():
+        model.eval()
+        return int(model(sample[:2]).shape[1])
 
 
 def report_from_evaluation(evaluation: Evaluation, norm: str, eps: float | Sequence[float], version: str

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from robustloss.models.modes import kept_modes
 from robustloss.evaluate.records import Evaluation
 
 # Two passes closer than this are "the same": non-deterministic GPU kernels (atomics, cuDNN algorithm
@@ -30,14 +31,11 @@ SAME_OUTPUT_RTOL, SAME_OUTPUT_ATOL = 1e-4, 1e-5
 def _eval_mode_and_private_rng(model: nn.Module, device: torch.device) -> Iterator[None]:
     """Eval mode (dropout off: attacks run in eval mode too) and a forked RNG, so probing a randomised
     model does not shift the random stream of the evaluation that follows (results stay reproducible)."""
-    was_training = model.training
     devices = [device] if device.type == "cuda" else []
-    model.eval()
-    try:
+    with kept_modes(model):
+        model.eval()
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             yield
-    finally:
-        model.train(was_training)
 
 
 def is_stochastic(model: nn.Module, x: Tensor) -> bool:
@@ -64,13 +62,9 @@ def prediction_spread(model: nn.Module, x: Tensor, y: Tensor, *, draws: int = 10
         raise ValueError(f"prediction_spread: draws must be >= 1, got {draws}")
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"prediction_spread: needs as many labels as images (> 0), got {len(x)} and {len(y)}")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            accuracies = torch.tensor([_accuracy(model, x, y, batch_size) for _ in range(draws)], dtype=torch.float64)
-    finally:
-        model.train(was_training)
+    with kept_modes(model), torch.no_grad():
+        model.eval()
+        accuracies = torch.tensor([_accuracy(model, x, y, batch_size) for _ in range(draws)], dtype=torch.float64)
     spread = float(accuracies.std()) if draws > 1 else 0.0
     return float(accuracies.mean()), spread
 

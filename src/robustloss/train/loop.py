@@ -26,6 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from robustloss import distributed
+from robustloss.models.modes import kept_modes
 from robustloss.attacks.precision import full_precision
 from robustloss.data.split import ImageSplit
 from robustloss.errors import NonFiniteLossError
@@ -114,13 +115,12 @@ def predict(model: Classifier, x: ImageSplit | Tensor, *, batch_size: int = 1000
     Always a float32 pass, even inside an autocast region: this is the clean verdict that
     decides which samples count as correct (and get attacked), so it must not depend on bf16
     rounding."""
-    was_training = model.training
-    model.eval()
     n = len(x)
     preds = []
-    for start in range(0, n, batch_size):
-        batch = x.batch(slice(start, start + batch_size))[0] if isinstance(x, ImageSplit) else x[start : start + batch_size]
-        with full_precision(device):
-            preds.append(model(batch.to(device)).argmax(1).cpu())
-    model.train(was_training)
+    with kept_modes(model):
+        model.eval()
+        for start in range(0, n, batch_size):
+            batch = x.batch(slice(start, start + batch_size))[0] if isinstance(x, ImageSplit) else x[start : start + batch_size]
+            with full_precision(device):
+                preds.append(model(batch.to(device)).argmax(1).cpu())
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)
