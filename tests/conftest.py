@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -10,6 +12,11 @@ from robustloss.models import create_model
 from robustloss.train import Phase, TrainConfig, train
 
 torch.set_num_threads(2)
+
+# Tests see only the data they write: a dataset the machine has under /usr/share/datasets (e.g.
+# Debian's dataset-fashion-mnist) must not turn a "missing dataset" test into a 70k-image load.
+# Subprocesses inherit this; tests of the system folder set it themselves.
+os.environ["ROBUSTLOSS_SYSTEM_DATA"] = ""
 
 
 @pytest.fixture(scope="session")

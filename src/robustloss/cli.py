@@ -22,8 +22,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if hasattr(args, "device"):
         _join_torchrun_job(args)
+    finished = False
     try:
-        return args.handler(args) or 0
+        code = args.handler(args) or 0
+        finished = True
+        return code
     except RobustlossError as err:
         print(f"robustloss: error: {err}", file=sys.stderr)
         return 1
@@ -36,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # Leave the process group cleanly: a rank that exits with gloo's threads still running
         # is aborted by the C++ runtime, and torchrun then reports the whole job as failed.
-        distributed.teardown()
+        distributed.teardown(together=finished)
 
 
 def _join_torchrun_job(args: argparse.Namespace) -> None:
@@ -308,8 +311,7 @@ def _cmd_data_list(args: argparse.Namespace) -> int:
             status = "embedded (no download needed)"
         else:
             try:
-                check_dataset_files(name, root)  # looks for the files without reading them
-                status = "on disk"
+                status = f"on disk: {check_dataset_files(name, root)}"  # looks without reading
             except DatasetNotFoundError:
                 status = f"missing: robustloss data fetch {name}"
         shape = "x".join(map(str, spec.image_shape))

@@ -69,10 +69,18 @@ def setup(device: str | None = "auto") -> tuple[Distributed | None, str | None]:
     return _STATE, device
 
 
-def teardown() -> None:
+def teardown(together: bool = True) -> None:
+    """Leave the process group. ``together`` (the normal end of a command) first waits for every
+    rank: a rank that destroys the group while its peer is still finishing (rank 0 writes the
+    report) can abort the peer's gloo threads at exit (SIGABRT). After an error a peer may never
+    arrive, so then each rank leaves on its own."""
     global _STATE
     if _STATE is not None and dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if together:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
     _STATE = None
 
 

@@ -27,6 +27,8 @@ CONFIG = """\
 name: tiny-run
 title: Tiny runner test
 published: tiny.csv
+claims:
+  - {better: PC-LC, than: CE}
 train:
   dataset: mnist-5k
   model: lenet5
@@ -45,7 +47,8 @@ grid:
     CE: {}
     PC-LC: {train.recipe: [{loss: ce, epochs: 2}, {loss: pc, epochs: 2}]}
 """
-PUBLISHED = "section,method,row,param,metric,value\n,CE,clean,,accuracy,99.2\n,CE,FGSM,0.1,accuracy,71.5\n"
+PUBLISHED = ("section,method,row,param,metric,value\n,CE,clean,,accuracy,99.2\n,CE,FGSM,0.1,accuracy,71.5\n"
+             ",PC-LC,FGSM,0.1,accuracy,80.0\n")
 RUN = [sys.executable, "-c", "import sys; from robustloss.cli import main; sys.exit(main())"]
 
 
@@ -177,6 +180,17 @@ def test_report_builds_from_the_store_alone(finished, tmp_path):
     assert len(files.plots) == 3
     html = files.html.read_text()
     assert "data:image/png;base64," in html and "71.5" in html
+    # The report opens with its title, once, then the Findings: the claim on the paper's row and our worst case.
+    markdown = files.markdown.read_text()
+    assert markdown.startswith("# Tiny runner test") and markdown.count("Tiny runner test") == 1
+    assert html.count("Tiny runner test") == 2  # <title> and the one <h1>
+    assert markdown.index("## Findings") < markdown.index("## Results") < markdown.index("| clean |")
+    assert "**PC-LC is more robust than CE**" in markdown
+    fgsm = next(line for line in markdown.splitlines() if line.startswith("| — | FGSM | 0.1 |"))
+    ours = rows[("FGSM", 0.1)].cells["PC-LC"].mean - rows[("FGSM", 0.1)].cells["CE"].mean
+    assert fgsm.split("|")[4].strip() == f"{ours:+.1f}" and fgsm.split("|")[7].strip() == "+8.5"
+    assert sum(line.startswith("| — | *worst case* |") for line in markdown.splitlines()) == 2
+    assert "<h2>Findings</h2>" in html
 
 
 @pytest.mark.parametrize("kills", [2])

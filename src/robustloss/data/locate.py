@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 from typing import Sequence
 
-from robustloss.data.root import ROOT_RULE
+from robustloss.data.root import DEBIAN_PACKAGES, ROOT_RULE, system_data_roots
 from robustloss.errors import DatasetNotFoundError
 
 GZ_SUFFIX = ".gz"
@@ -35,8 +35,10 @@ def find_files(
     Entries of ``files`` ending in "/" are folders. With ``gzip_allowed`` a file may also be
     present as ``<file>.gz``; the uncompressed one is preferred because it reads faster.
     All files must come from one folder: mixing a train set from one copy with a test set
-    from another would silently produce a dataset nobody published.
+    from another would silently produce a dataset nobody published. After ``folders`` (the
+    user's data root), the system dataset folders are searched (see ``system_folders``).
     """
+    folders = [*folders, *system_folders(name, root, folders)]
     partial: list[tuple[Path, list[str]]] = []
     for folder in folders:
         found = {f: p for f in files if (p := _present(folder, f, gzip_allowed)) is not None}
@@ -47,6 +49,24 @@ def find_files(
     raise missing_dataset_error(
         name, root, files, folders, gzip_allowed=gzip_allowed, partial=partial, copy_to=copy_to
     )
+
+
+def system_folders(name: str, root: Path, folders: Sequence[Path]) -> list[Path]:
+    """The system counterparts of ``folders``: ``<system>/<name>/`` (Debian's layout), then each
+    folder's path below ``root`` re-rooted at ``<system>`` (never ``<system>`` itself, which
+    holds every dataset's folder, not one dataset's files)."""
+    found: list[Path] = []
+    for system in system_data_roots():
+        candidates = [system / name]
+        for folder in folders:
+            try:
+                relative = folder.relative_to(root)
+            except ValueError:
+                continue
+            if relative.parts:
+                candidates.append(system / relative)
+        found += [c for c in candidates if c not in found and c not in folders]
+    return found
 
 
 def _present(folder: Path, entry: str, gzip_allowed: bool) -> Path | None:
@@ -83,6 +103,9 @@ def missing_dataset_error(
     lines += [f"  {folder}" for folder in folders]
     for folder, missing in partial:
         lines.append(f"{folder} holds only some of them; missing: {', '.join(missing)}")
+    if name in DEBIAN_PACKAGES:
+        lines.append("On Debian or Ubuntu, the package manager installs it where it will be found:")
+        lines.append(f"  sudo apt-get install {DEBIAN_PACKAGES[name]}")
     lines.append("To download it (needs network access), run:")
     lines.append(f"  {fetch_command(name, root)}")
     destination = copy_to if copy_to is not None else folders[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 from robustloss.data.cifar import CIFAR10, CIFAR100
 from robustloss.data.embedded import EMBEDDED
@@ -21,12 +22,15 @@ for _spec in (*MNIST_FAMILY, CIFAR10, CIFAR100, SVHN, TINY_IMAGENET, *EMBEDDED):
     DATASETS.register(_spec.name)(_spec)
 
 
-def check_dataset_files(name: str, data_dir: str | os.PathLike[str] | None = None) -> None:
-    """Raise DatasetNotFoundError (same message as ``load_dataset``) unless the files are on
-    disk; reads nothing, so it is instant even for Tiny ImageNet. Embedded datasets pass."""
+def check_dataset_files(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The folder holding ``name``'s files (None for an embedded dataset); raises
+    DatasetNotFoundError (same message as ``load_dataset``) when they are not on disk.
+    Reads nothing, so it is instant even for Tiny ImageNet."""
     spec = DATASETS.get(name)
-    if spec.locate is not None:
-        spec.locate(data_root(data_dir))
+    if spec.locate is None:
+        return None
+    paths = [Path(p) for p in spec.locate(data_root(data_dir)).values()]
+    return Path(os.path.commonpath([p if p.is_dir() else p.parent for p in paths]))
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Dataset:

@@ -31,6 +31,7 @@ import numpy as np
 from robustloss.data.format_error import DatasetFormatError
 from robustloss.data.from_numpy import split_from_numpy
 from robustloss.data.locate import find_files
+from robustloss.errors import DatasetNotFoundError
 from robustloss.data.spec import DatasetSpec, Download
 from robustloss.data.split import ImageSplit
 
@@ -151,8 +152,7 @@ def _locate_tiny_imagenet(root: Path) -> dict[str, Path]:
 
 
 def _load_tiny_imagenet(root: Path) -> tuple[ImageSplit, ImageSplit]:
-    tree = root / TREE
-    _locate_tiny_imagenet(root)
+    tree = _locate_tiny_imagenet(root)["wnids.txt"].parent  # the user's tree or a system copy
     wnids = read_wnids(tree)
     cache = tree / CACHE_FILE
     arrays = _load_cache(cache, wnids)
@@ -166,8 +166,10 @@ def _load_tiny_imagenet(root: Path) -> tuple[ImageSplit, ImageSplit]:
 
 
 def _tiny_imagenet_wnids(root: Path) -> tuple[str, ...] | None:
-    path = root / TREE / "wnids.txt"
-    return read_wnids(root / TREE) if path.is_file() else None
+    try:
+        return read_wnids(_locate_tiny_imagenet(root)["wnids.txt"].parent)
+    except DatasetNotFoundError:
+        return None
 
 
 TINY_IMAGENET = DatasetSpec(

@@ -28,13 +28,25 @@ class AttackSpec:
     """One attack of a plan. ``attack`` is a registered attack (``pgd``) or a preset (``cw-pc-100``);
     ``params`` override the preset's. ``eps`` lists budgets; ``None`` runs a minimum-norm attack
     unbounded or an attack without a norm budget (noise, rotation). Targeted attacks get targets drawn
-    by the engine (``targets``: ``random`` - a uniformly random wrong class, seeded - or ``next`` - y + 1)."""
+    by the engine (``targets``: ``random`` - a uniformly random wrong class, seeded - or ``next`` - y + 1).
+
+    ``n_samples`` attacks only a fixed random subset of that many evaluated samples, for attacks too
+    costly for the whole test set (SPSA, C&W-1000 on 10,000 images). The subset depends only on the
+    evaluation seed, ``n_samples`` and the test-set size, never on the model or the attack, so every
+    model and every attack with the same ``n_samples`` sees the same images and paired comparisons
+    hold. The record's accuracy is over the subset; reports give it with its confidence interval."""
 
     attack: str
     eps: list[float | None] = field(default_factory=lambda: [None])
     params: dict[str, Any] = field(default_factory=dict)  # everything but eps
     label: str = ""  # display name; defaults to the attack (or preset) name
     targets: Literal["random", "next"] = "random"
+    n_samples: int | None = None  # a seeded random subset of this many samples (None: all of them)
+
+    def __post_init__(self) -> None:
+        if self.n_samples is not None and (isinstance(self.n_samples, bool) or int(self.n_samples) != self.n_samples
+                                           or self.n_samples < 1):
+            raise ConfigError(f"attack {self.name!r}: n_samples must be an integer >= 1 or null, got {self.n_samples}")
 
     def resolved(self) -> tuple[str, dict[str, Any]]:
         """(attack name, parameters) with a preset expanded."""
@@ -109,7 +121,7 @@ class EvaluateConfig:
                 params["objective"] = self.objective
             for key in (name, spec.attack, spec.name):
                 params |= self.overrides.get(key, {})
-            plan.append(AttackSpec(spec.attack, list(spec.eps), params, spec.label, spec.targets))
+            plan.append(AttackSpec(spec.attack, list(spec.eps), params, spec.label, spec.targets, spec.n_samples))
         return plan
 
 

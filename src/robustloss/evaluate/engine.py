@@ -59,7 +59,7 @@ from robustloss.device import resolve_device
 from robustloss.evaluate.chunk_cache import ChunkCache, model_fingerprint
 from robustloss.attacks.precision import check_precision
 from robustloss.evaluate.config import AttackSpec, EvaluateConfig
-from robustloss.evaluate.records import NOT_ATTACKED, AttackRecord, Evaluation
+from robustloss.evaluate.records import NOT_ATTACKED, NOT_SAMPLED, AttackRecord, Evaluation
 from robustloss.evaluate.stochastic import is_stochastic
 from robustloss.evaluate.worst_case import broken_within
 from robustloss.train.loop import predict
@@ -142,25 +142,39 @@ def run_plan(
                 attack = spec.build(eps)
             for w in caught:
                 log(f"warning: {w.message}")
-            to_attack = evaluation.clean_correct.copy()
+            sampled = sample_subset(len(split), spec.n_samples, seed)
+            to_attack = evaluation.clean_correct & sampled
             if config.mode == "worst-case" and attack.norm is not None and eps is not None:
                 to_attack &= ~broken_within(evaluation, attack.norm, eps)
-            record = _run_attack(run, attack, spec, eps, np.flatnonzero(to_attack))
+            record = _run_attack(run, attack, spec, eps, np.flatnonzero(to_attack), sampled)
             evaluation.records.append(record)
             shown = "-" if eps is None else f"{eps:g}"
             spread = evaluation.accuracy_over_draws(record)
             over_draws = (f", over {spread.draws} draws {100 * spread.mean:.1f} +- {100 * spread.std:.1f}%"
                           if spread is not None else "")
-            log(f"{spec.name:>9} eps={shown:<6} accuracy {100 * evaluation.accuracy(record):5.1f}%  "
+            subset = f" of a {int(sampled.sum())}-sample subset" if not sampled.all() else ""
+            log(f"{spec.name:>9} eps={shown:<6} accuracy {100 * evaluation.accuracy(record):5.1f}%{subset}  "
                 f"({int(record.attacked.sum())} attacked, {record.seconds:.1f}s{over_draws})")
     return evaluation
 
 
-def _run_attack(run: _Run, attack, spec: AttackSpec, eps, indices: np.ndarray) -> AttackRecord:
+def sample_subset(n: int, n_samples: int | None, seed: int) -> np.ndarray:
+    """Mask of the samples an attack with ``n_samples`` evaluates: all of them, or a fixed random
+    subset drawn from (seed, n) alone, so every model and every attack of an evaluation with the
+    same ``n_samples`` gets the same images (a smaller subset is a prefix of a larger one's order)."""
+    mask = np.ones(n, dtype=bool)
+    if n_samples is not None and n_samples < n:
+        order = np.random.default_rng([seed, n, 0x5EED]).permutation(n)
+        mask[:] = False
+        mask[order[:n_samples]] = True
+    return mask
+
+
+def _run_attack(run: _Run, attack, spec: AttackSpec, eps, indices: np.ndarray, sampled: np.ndarray) -> AttackRecord:
     n, batch_size, split = len(run.split), run.config.batch_size, run.split
     # minimum-norm attacks (no budget) always run in fp32: see the module docstring
     precision = run.config.precision if eps is not None else "fp32"
-    out = {"adv_pred": np.full(n, NOT_ATTACKED, dtype=np.int64), "linf": np.full(n, np.nan, dtype=np.float32),
+    out = {"adv_pred": np.where(sampled, NOT_ATTACKED, NOT_SAMPLED).astype(np.int64), "linf": np.full(n, np.nan, dtype=np.float32),
            "l2": np.full(n, np.nan, dtype=np.float32), "queries": np.zeros(n, dtype=np.int64),
            "target": np.full(n, NOT_ATTACKED, dtype=np.int64)}
     redraw_pred = np.full((run.redraws, n), NOT_ATTACKED, dtype=np.int64) if run.redraws else None

@@ -27,6 +27,7 @@ import numpy as np
 
 
 NOT_ATTACKED = -1  # adv_pred of a sample the engine skipped (already broken in worst-case mode)
+NOT_SAMPLED = -2  # adv_pred of a sample outside the attack's random subset (``AttackSpec.n_samples``)
 
 
 @dataclass
@@ -34,7 +35,7 @@ class AttackRecord:
     attack: str
     eps: float | None  # None: unbounded (minimum-norm attacks) or no norm budget (noise, rotation)
     params: dict  # the attack's full hyper-parameters, objective included
-    adv_pred: np.ndarray  # (n,) int64; NOT_ATTACKED where the sample was skipped
+    adv_pred: np.ndarray  # (n,) int64; NOT_ATTACKED where the sample was skipped, NOT_SAMPLED outside the subset
     linf: np.ndarray  # (n,) float32
     l2: np.ndarray  # (n,) float32
     queries: np.ndarray  # (n,) int64
@@ -54,7 +55,12 @@ class AttackRecord:
 
     @property
     def attacked(self) -> np.ndarray:
-        return self.adv_pred != NOT_ATTACKED
+        return self.adv_pred >= 0
+
+    @property
+    def sampled(self) -> np.ndarray:
+        """The samples this record speaks for: all of them, or the attack's random subset."""
+        return self.adv_pred != NOT_SAMPLED
 
     def distance(self, norm: str) -> np.ndarray:
         return self.linf if norm == "linf" else self.l2
@@ -86,7 +92,9 @@ class Evaluation:
         return self.clean_correct & (record.adv_pred == self.labels)
 
     def accuracy(self, record: AttackRecord) -> float:
-        return float(self.robust(record).mean()) if self.n else float("nan")
+        """Robust accuracy over the samples the record speaks for (its subset, if it has one)."""
+        sampled = record.sampled
+        return float(self.robust(record)[sampled].mean()) if sampled.any() else float("nan")
 
     def fooled(self, record: AttackRecord) -> np.ndarray:
         """Clean-correct samples the attack actually turned wrong (skipped samples excluded)."""
@@ -102,7 +110,7 @@ class Evaluation:
             return None
         correct = redraws == self.labels[None, :]
         if record is not None:
-            correct &= self.clean_correct[None, :]
+            correct = (correct & self.clean_correct[None, :])[:, record.sampled]
         return DrawSpread.of(correct.mean(axis=1))
 
     def find(self, attack: str, eps: float | None) -> AttackRecord:
@@ -118,7 +126,8 @@ class Evaluation:
         for r in self.records:
             fooled = self.fooled(r)
             rows.append({
-                "attack": r.name, "eps": r.eps, "objective": r.objective, "n": self.n, "accuracy": self.accuracy(r),
+                "attack": r.name, "eps": r.eps, "objective": r.objective, "n": int(r.sampled.sum()),
+                "accuracy": self.accuracy(r),
                 "mean_linf": float(r.linf[fooled].mean()) if fooled.any() else 0.0,
                 "mean_l2": float(r.l2[fooled].mean()) if fooled.any() else 0.0,
             })

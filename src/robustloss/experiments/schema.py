@@ -41,6 +41,23 @@ class ReportConfig:
 
 
 @dataclass
+class ClaimSpec:
+    """A comparison the paper claims: column ``better`` is more robust than column ``than`` (columns are
+    values of ``report.columns``). The report's Findings test it on every row where the paper prints both
+    numbers (or only ``rows``, in ``sections``), plus our worst case, and give each a verdict."""
+
+    better: str
+    than: str
+    rows: list[str] | None = None  # attack rows (labels) to test; None: every row the paper prints for both
+    sections: list[str] | None = None  # sections to test; None: all
+    text: str = ""  # the claim in words; default "BETTER is more robust than THAN"
+
+    @property
+    def statement(self) -> str:
+        return self.text or f"{self.better} is more robust than {self.than}"
+
+
+@dataclass
 class SweepConfig:
     """A metric plotted along one numeric grid axis (a line plot) or two (a heatmap and a surface).
 
@@ -105,8 +122,15 @@ class ExperimentFile:
     sweep: SweepConfig | None = None  # what `robustloss sweep` and the report plot (optional)
     analyses: list[AnalysisSpec] = field(default_factory=list)  # run after the grid; shown in the report
     scales: dict[str, dict[str, Any]] = field(default_factory=dict)
+    claims: list[ClaimSpec] = field(default_factory=list)  # the paper's comparisons, tested in the report
 
     def __post_init__(self) -> None:
+        columns = self.grid.get(self.report.columns)
+        for i, claim in enumerate(self.claims):
+            for name in (claim.better, claim.than):
+                if isinstance(columns, dict) and name not in columns:
+                    raise ConfigError(f"claims[{i}]: {name!r} is not a value of the grid axis "
+                                      f"{self.report.columns!r}; values: {', '.join(map(str, columns))}")
         if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", self.name):
             raise ConfigError(f"name: use letters, digits, '-', '_' or '.', got {self.name!r}")
         unknown = [s for s in self.scales if s not in SCALES]

@@ -589,7 +589,7 @@ class ResultsStore:
                     " mean_linf = excluded.mean_linf, mean_l2 = excluded.mean_l2, seconds = excluded.seconds,"
                     " samples = excluded.samples, created_at = excluded.created_at",
                     (run_id, record.name, record.attack, record.label, _canonical(record.params), eps, _eps_key(eps),
-                     record.norm, record.objective, ev.n, ev.accuracy(record), summary["mean_linf"],
+                     record.norm, record.objective, summary["n"], ev.accuracy(record), summary["mean_linf"],
                      summary["mean_l2"], float(record.seconds), _pack(**arrays), now))
             if diagnostics is not None:
                 self._conn.execute("DELETE FROM diagnostics WHERE run_id = ?", (run_id,))

@@ -68,6 +68,7 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     from robustloss.report.render import diagnostics_markdown, to_csv, to_latex, to_markdown, write_text_atomic
     from robustloss.report.analyses import collect_analyses
     from robustloss.report.draws import draws_html_blocks, draws_markdown
+    from robustloss.report.findings import compute_findings, findings_markdown
     from robustloss.report.sweep import write_sweep
 
     scale, document = _document(store, experiment, scale)
@@ -87,7 +88,9 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     sweep = write_sweep(store, experiment, scale, out, stem) if file.get("sweep") else None
     analyses = collect_analyses(store, experiment, scale, {store.get_run(r.run_id).train_hash for r in runs})
     labelled = [(_run_label(r), r.evaluation) for r in runs]
-    markdown = (to_markdown(table) + draws_markdown(labelled) + (sweep.markdown() if sweep else "")
+    findings = findings_markdown(compute_findings(runs, document, columns_axis, sections_axis))
+    markdown = (f"# {table.title}\n\n" + findings + ("\n## Results\n\n" if findings else "")
+                + to_markdown(table, title=False) + draws_markdown(labelled) + (sweep.markdown() if sweep else "")
                 + analyses.markdown(out))
     diag_blocks = [(_run_label(r), r.diagnostics) for r in runs if r.diagnostics]
     if diag_blocks:
@@ -101,7 +104,10 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     write_text_atomic(tex_path, to_latex(table))
     plots = make_plots(table, runs, out, stem)
 
-    blocks: list[tuple[str, object]] = [("paragraph", file.get("paper", "")), ("table", table)]
+    blocks: list[tuple[str, object]] = [("paragraph", file.get("paper", ""))]
+    if findings:
+        blocks += [("markdown", findings), ("heading", "Results")]
+    blocks.append(("table", table))
     for path, caption in plots:
         blocks.append(("image", (path, caption)))
     blocks += draws_html_blocks(labelled)
@@ -173,12 +179,38 @@ def make_table(runs: list[RunView], document: dict, columns_axis: str, sections_
                                     and p["metric"] == metric), None)
                 cells[column] = _cell(values, paper_value)
             rows.append(TableRow(row, param, metric, cells))
-        notes = sorted({c for r in members for c in r.changes})
+        notes = sorted({c for r in members for c in r.changes}) + _subset_notes(members, column_of)
         unfinished = [f"{column_of(r)}: {r.status}" for r in members if r.evaluation is None]
         if unfinished:
             notes.append("not evaluated yet: " + "; ".join(unfinished))
         table.sections.append(TableSection(section, rows, notes))
     return table
+
+
+def _subset_notes(members: list[RunView], column_of: Callable[[RunView], str]) -> list[str]:
+    """For each row attacked on a random subset (``n_samples``): its size and each run's 95% interval."""
+    notes: dict[tuple, list[str]] = {}
+    for run in members:
+        for record in (run.evaluation.records if run.evaluation is not None else []):
+            sampled = record.sampled
+            if sampled.all():
+                continue
+            n = int(sampled.sum())
+            low, high = wilson_interval(int(run.evaluation.robust(record)[sampled].sum()), n)
+            key = (record.name, record.eps, n, run.evaluation.n)
+            notes.setdefault(key, []).append(f"{column_of(run)} [{100 * low:.1f}, {100 * high:.1f}]")
+    return [f"{name}{'' if eps is None else f' eps {eps:g}'}: attacked on a fixed, seeded random subset of {n:,} of the "
+            f"{total:,} test images; 95% Wilson interval: {'; '.join(parts)}" for (name, eps, n, total), parts in notes.items()]
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion (sound near 0 and 1, unlike the normal one)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _row_keys(members: list[RunView], paper: list[dict]) -> list[tuple[str, float | None, str]]:

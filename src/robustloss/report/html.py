@@ -132,9 +132,9 @@ def _section_html(section: TableSection, columns: list[str], compare: bool = Tru
 
 
 def table_html(table: ReportTable) -> str:
-    """A ReportTable in the same layout as its Markdown: one table per section, notes beneath."""
-    parts = [_element("h3", html_escape(table.title))]
-    parts += [_section_html(section, table.columns, table.has_published) for section in table.sections]
+    """A ReportTable in the same layout as its Markdown: one table per section, notes beneath. The
+    title is the page's (its <h1>), so it is not repeated here."""
+    parts = [_section_html(section, table.columns, table.has_published) for section in table.sections]
     parts.append(_bullets(table.notes, "notes"))
     if table.has_published:
         parts.append(_element("p", html_escape(DIFF_LEGEND), "legend"))

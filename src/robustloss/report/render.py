@@ -146,8 +146,9 @@ def _md_bullets(notes: list[str]) -> list[str]:
     return [f"- {note}" for note in notes]
 
 
-def to_markdown(table: ReportTable) -> str:
-    lines = [f"## {table.title}", ""]
+def to_markdown(table: ReportTable, *, title: bool = True) -> str:
+    """The table per section with its notes; ``title=False`` when the document already opened with it."""
+    lines = [f"## {table.title}", ""] if title else []
     for section in table.sections:
         if section.name:
             lines += [f"### {section.name}", ""]
