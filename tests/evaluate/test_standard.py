@@ -12,6 +12,8 @@ from robustloss.evaluate import (
     worst_case_robust,
 )
 from robustloss.evaluate.standard import wilson_interval
+from robustloss.evaluate.run import gradient_free_first
+from robustloss.evaluate.sanity import SanityCheck
 
 N = 100
 # AutoAttack's attacks at smaller budgets of iterations and queries, so the suite stays fast
@@ -102,6 +104,27 @@ def test_a_quantised_input_no_longer_keeps_a_high_worst_case(trained_lenet, batc
     gradients = next(c for c in report.sanity if c.name == "gradients")
     assert gradients.status == "warn"  # and the verdict says so
     assert "gradients" in report.verdict
+    # dead gradients everywhere: Square ran first, and the gradient attacks only got what it left
+    assert report.per_attack[0]["attack"] == "square"
+    survivors = report.per_attack[0]["attacked"] - report.per_attack[0]["newly_broken"]
+    assert all(row["attacked"] <= survivors for row in report.per_attack[1:])
+
+
+def test_gradient_free_attacks_go_first_only_when_gradients_are_dead_in_worst_case_mode():
+    plan = standard_plan("linf", 0.3)
+
+    def gradients(status: str, *shares: float) -> SanityCheck:
+        objectives = {f"objective{i}": {"zero": 0, "nonfinite": 0, "share": share} for i, share in enumerate(shares)}
+        return SanityCheck("gradients", status, "", "", "", {"objectives": objectives})
+
+    def order(checks, mode="worst-case"):
+        return [spec.attack for spec in gradient_free_first(plan, checks, mode, log=lambda _: None)]
+
+    assert order([gradients("warn", 0.9, 0.95)]) == ["square", "apgd-ce", "apgd-t", "fab-t"]
+    assert order([gradients("warn", 0.9, 0.95)], mode="protocol") == [s.attack for s in plan]
+    assert order([gradients("warn", 0.9, 0.3)]) == [s.attack for s in plan]  # one objective still works
+    assert order([gradients("pass", 0.0)]) == [s.attack for s in plan]
+    assert order([]) == [s.attack for s in plan]
 
 
 def test_a_softmax_output_model_is_flagged_and_attacked_through_log_probabilities(trained_lenet, batch):

@@ -77,6 +77,8 @@ only costs time.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
@@ -233,63 +235,91 @@ class APGD(Attack):
             gain = gain + torch.stack([g - gains[0] for g in gains[1:]]).sum(dim=0) / len(gains)
         return gain, grad, self.is_success(logits.detach(), y, goal)
 
-    def _single_run(self, model, x, y, goal, objective, generator):
-        """One APGD run: (returned images, fooled?, evaluations used, best objective)."""
+    def _single_run(self, model, x, y, goal, objective, generator, aimed: Tensor | None = None):
+        """One APGD run: (returned images, fooled?, evaluations used, best objective). ``aimed``: per-sample
+        target classes passed to ``objective`` as ``target=`` (APGD-T's targeted DLR), kept row by row.
+
+        Active set: a fooled sample's returned image is fixed (its first fooling iterate), so it leaves
+        the batch and later iterations compute only on the samples still standing. All of APGD's state
+        is per sample (step size, best point, momentum, checkpoint counters; the start is drawn for the
+        whole batch first), so a sample's iterates do not depend on which batch-mates remain."""
         n = len(x)
         schedule = set(checkpoints(self.n_iter)[1:])
         x_cur = self._start(x, generator)
-        gain, grad, fooled = self._evaluate(model, x_cur, y, goal, objective, need_grad=True)
-
-        step = torch.full((n,), 2 * self.eps, dtype=x.dtype, device=x.device)  # eta(0) = 2 eps
-        best_x, best_gain, best_grad = x_cur.clone(), gain.clone(), grad.clone()
-        found, first = fooled.clone(), x_cur.clone()
+        run_objective = objective if aimed is None else partial(objective, target=aimed)
+        gain, grad, fooled = self._evaluate(model, x_cur, y, goal, run_objective, need_grad=True)
+        # full-size results, written when a sample is fooled or at the end
+        best_x, best_gain, first = x_cur.clone(), gain.clone(), x_cur.clone()
+        found = fooled.clone()
         used = torch.where(fooled, 1, self.n_iter + 1).to(torch.int64) * self.eot  # every pass counts
-
-        # step-size bookkeeping since the last checkpoint
+        # the per-sample state of the samples in the batch (rows: their rows in x)
+        state = {
+            "rows": torch.arange(n, device=x.device), "x": x, "y": y, "goal": goal, "x_cur": x_cur,
+            "x_prev": x_cur, "grad": grad, "gain": gain, "prev_gain": gain, "best_x": x_cur.clone(),
+            "best_gain": gain.clone(), "best_grad": grad.clone(),
+            "step": torch.full((n,), 2 * self.eps, dtype=x.dtype, device=x.device),  # eta(0) = 2 eps
+            # step-size bookkeeping since the last checkpoint
+            "increases": torch.zeros(n, dtype=torch.int64, device=x.device), "best_at_last": gain.clone(),
+            "halved_at_last": torch.zeros(n, dtype=torch.bool, device=x.device),
+        }
+        if aimed is not None:
+            state["aimed"] = aimed
+        live = ~fooled
         last_checkpoint = 0
-        increases = torch.zeros(n, dtype=torch.int64, device=x.device)
-        best_at_last = best_gain.clone()
-        halved_at_last = torch.zeros(n, dtype=torch.bool, device=x.device)
-        prev_gain, x_prev = gain, x_cur
-
         for k in range(1, self.n_iter + 1):
-            z = self._project(x_cur + _per_sample(step) * self._direction(grad), x)
+            if self.active_set and not live.all():
+                state = {key: value[live] for key, value in state.items()}
+                live = live[live]
+                if aimed is not None:
+                    run_objective = partial(objective, target=state["aimed"])
+            if not live.any():
+                break
+            s = state
+            z = self._project(s["x_cur"] + _per_sample(s["step"]) * self._direction(s["grad"]), s["x"])
             if k == 1:
                 x_next = z  # Algorithm 1: the first step has no previous update to carry on
             else:
-                x_next = self._project(x_cur + self.alpha * (z - x_cur) + (1 - self.alpha) * (x_cur - x_prev), x)
-            x_prev, x_cur = x_cur, x_next
+                x_next = self._project(s["x_cur"] + self.alpha * (z - s["x_cur"])
+                                       + (1 - self.alpha) * (s["x_cur"] - s["x_prev"]), s["x"])
+            s["x_prev"], s["x_cur"] = s["x_cur"], x_next
             # the last iterate needs no gradient: no step is taken from it
-            gain, grad, fooled = self._evaluate(model, x_cur, y, goal, objective, need_grad=k < self.n_iter)
-
-            increases += (gain > prev_gain).long()
-            prev_gain = gain
-            improved = gain > best_gain
-            best_x[improved] = x_cur[improved]
-            best_gain = torch.where(improved, gain, best_gain)
+            gain, grad, fooled = self._evaluate(model, x_next, s["y"], s["goal"], run_objective,
+                                                need_grad=k < self.n_iter)
+            s["increases"] += (gain > s["prev_gain"]).long()
+            s["prev_gain"] = gain
+            improved = gain > s["best_gain"]
+            s["best_x"][improved] = x_next[improved]
+            s["best_gain"] = torch.where(improved, gain, s["best_gain"])
             if grad is not None:
-                best_grad[improved] = grad[improved]
-            newly = fooled & ~found
-            first[newly] = x_cur[newly]
-            used[newly] = (k + 1) * self.eot
-            found |= newly
+                s["best_grad"][improved] = grad[improved]
+                s["grad"] = grad
+            newly = fooled & live
+            rows = s["rows"][newly]
+            first[rows], used[rows], found[rows] = x_next[newly], (k + 1) * self.eot, True
+            best_gain[rows] = s["best_gain"][newly]
+            live = live & ~newly
 
             if k in schedule and k < self.n_iter:
-                few_increases = increases < self.rho * (k - last_checkpoint)  # condition 1
-                stalled = ~halved_at_last & (best_gain <= best_at_last)  # condition 2
-                halve = few_increases | stalled
-                step = torch.where(halve, step / 2, step)
-                # restart the halved samples from their best point (with its gradient); the
-                # momentum term then points from the previous iterate to x_max, as in Algorithm 1
-                x_cur = torch.where(_per_sample(halve), best_x, x_cur)
-                grad = torch.where(_per_sample(halve), best_grad, grad)
-                prev_gain = torch.where(halve, best_gain, prev_gain)
-                halved_at_last, best_at_last = halve, best_gain.clone()
-                increases.zero_()
+                self._checkpoint(s, k - last_checkpoint)
                 last_checkpoint = k
 
+        best_x[state["rows"]], best_gain[state["rows"]] = state["best_x"], state["best_gain"]
         returned = torch.where(_per_sample(found), first, best_x)
         return returned, found, used, best_gain
+
+    def _checkpoint(self, s: dict[str, Tensor], since_last: int) -> None:
+        """Algorithm 1's checkpoint: halve the step of the samples that made few increases or stalled,
+        and restart them from their best point (with its gradient); the momentum term then points
+        from the previous iterate to x_max, as in the paper."""
+        few_increases = s["increases"] < self.rho * since_last  # condition 1
+        stalled = ~s["halved_at_last"] & (s["best_gain"] <= s["best_at_last"])  # condition 2
+        halve = few_increases | stalled
+        s["step"] = torch.where(halve, s["step"] / 2, s["step"])
+        s["x_cur"] = torch.where(_per_sample(halve), s["best_x"], s["x_cur"])
+        s["grad"] = torch.where(_per_sample(halve), s["best_grad"], s["grad"])
+        s["prev_gain"] = torch.where(halve, s["best_gain"], s["prev_gain"])
+        s["halved_at_last"], s["best_at_last"] = halve, s["best_gain"].clone()
+        s["increases"] = torch.zeros_like(s["increases"])
 
 
 class _FixedObjectiveAPGD(APGD):

@@ -55,7 +55,6 @@ Reporting (the repository's contract):
 from __future__ import annotations
 
 import warnings
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -153,11 +152,11 @@ class APGDT(APGD):
                 standing = (~found).nonzero().squeeze(1)  # each run attacks only the samples not yet fooled
                 if len(standing) == 0:
                     return result, queries
-                aimed = targets[standing, column]
-                # _evaluate calls objective(logits, goal, targeted) with goal = y (untargeted contract)
-                run_objective = partial(_targeted_dlr_objective, target=aimed)
+                # _evaluate calls objective(logits, goal, targeted) with goal = y (untargeted contract);
+                # the run passes each sample's target along, row by row as the batch shrinks
                 x_run, hit, used, gain = self._single_run(
-                    model, x[standing], y[standing], goal[standing], run_objective, generator)
+                    model, x[standing], y[standing], goal[standing], _targeted_dlr_objective, generator,
+                    aimed=targets[standing, column])
                 queries[standing] += used
                 # a success always wins; otherwise keep the run that came closest (highest targeted DLR)
                 better = hit | (gain > best_gain[standing])

@@ -60,6 +60,10 @@ class AttackResult:
 class Attack:
     name: ClassVar[str] = ""
     norm: ClassVar[str | None] = "linf"
+    # Attacks that support it compute only on the samples that still need work (fooled samples leave
+    # the batch). The per-sample results are the same either way, so this is not a hyper-parameter:
+    # False keeps the full-batch loop, for benchmarks and the tests that prove the agreement.
+    active_set: bool = True
 
     def __init__(self, *, eps: float | None, targeted: bool = False, objective: str | None = "ce"):
         if eps is not None and not (eps >= 0 and math.isfinite(eps)):

@@ -127,24 +127,38 @@ class IterativeGradientAttack(Attack):
     def _one_run(self, model, x, y, goal, objective, generator, check_last: bool = False
                  ) -> tuple[Tensor, Tensor, Tensor]:
         """(returned images, fooled?, model evaluations used) for one start. The last iterate is
-        checked here only when another restart follows; otherwise the caller's final check does it."""
-        project = self.projector(x)
-        x_adv = self.random_point(x, generator) if self.random_start else x.clone()
-        velocity = torch.zeros_like(x) if self.momentum is not None else None
+        checked here only when another restart follows; otherwise the caller's final check does it.
+
+        Active set: with early stopping, a sample that has its adversarial example leaves the batch,
+        so later steps compute only on the samples still standing. Every per-sample quantity (the
+        random start, drawn for the whole batch first; the momentum; the L-inf box) stays that
+        sample's own, so the result does not depend on which batch-mates remain; only floating-point
+        differences between batch sizes can (measured in the tests)."""
+        result = self.random_point(x, generator) if self.random_start else x.clone()
         found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        best = x_adv.clone()
         steps_used = torch.full((len(x),), self.steps * self.eot, dtype=torch.int64, device=x.device)
+        rows = torch.arange(len(x), device=x.device)  # the original rows of the samples in the batch
+        x_rows, y_rows, goal_rows, x_adv = x, y, goal, result.clone()
+        project = self.projector(x_rows)
+        velocity = torch.zeros_like(x) if self.momentum is not None else None
+        live = torch.ones(len(x), dtype=torch.bool, device=x.device)  # in the batch and not yet fooled
         for step in range(self.steps):
-            logits, grad = self._gradient(model, x_adv, goal, objective)
+            logits, grad = self._gradient(model, x_adv, goal_rows, objective)
             x_adv = x_adv.detach()
 
             if self.early_stop:
-                newly = self.is_success(logits.detach(), y, goal) & ~found
-                best[newly] = x_adv[newly]
-                steps_used[newly] = (step + 1) * self.eot  # judged on all the passes of this step
-                found |= newly
-                if found.all():  # every sample already has its adversarial example: the rest is wasted work
-                    return best, found, steps_used
+                newly = self.is_success(logits.detach(), y_rows, goal_rows) & live
+                result[rows[newly]] = x_adv[newly]
+                steps_used[rows[newly]] = (step + 1) * self.eot  # judged on all the passes of this step
+                found[rows[newly]] = True
+                live &= ~newly
+                if not live.any():  # every sample already has its adversarial example: the rest is wasted work
+                    return result, found, steps_used
+                if self.active_set and newly.any():
+                    rows, x_rows, y_rows, goal_rows, x_adv, grad = (t[live] for t in (rows, x_rows, y_rows, goal_rows,
+                                                                                      x_adv, grad))
+                    velocity = velocity[live] if velocity is not None else None
+                    project, live = self.projector(x_rows), live[live]
 
             if velocity is not None:
                 velocity = self.momentum * velocity + grad / _per_sample_norm(grad, 1).clamp_min(1e-12)
@@ -152,11 +166,14 @@ class IterativeGradientAttack(Attack):
             x_adv = project(x_adv.add_(self.direction(grad), alpha=self.step_size))
         if check_last:
             with torch.no_grad():
-                newly = self.is_success(model(x_adv), y, goal) & ~found
-            best[newly] = x_adv[newly]
-            steps_used = steps_used + (~found).long()  # one more forward for every sample still standing
-            found |= newly
-        return torch.where(found.view(-1, 1, 1, 1), best, x_adv), found, steps_used
+                newly = self.is_success(model(x_adv), y_rows, goal_rows) & live
+            steps_used[rows[live]] += 1  # one more forward for every sample still standing
+            found[rows[newly]] = True
+            live &= ~newly
+        result[rows[live]] = x_adv[live]  # a sample never fooled returns its last iterate
+        if check_last:
+            result[rows[newly]] = x_adv[newly]
+        return result, found, steps_used
 
 
 class L2IterativeGradientAttack(IterativeGradientAttack):

@@ -29,6 +29,8 @@ from typing import Any, Callable, Literal
 import torch
 from torch import Tensor, nn
 
+from robustloss.attacks.base import GradientFreeAttack
+from robustloss.attacks.registry import ATTACKS
 from robustloss.data.split import ImageSplit
 from robustloss.defenses import apply_defense
 from robustloss.device import resolve_device
@@ -122,6 +124,7 @@ def run_evaluation(
         if sanity and len(split):
             checks = _sanity(attacked, split, plan, was_training, dev, log)
             attacked = as_logits(attacked, checks)
+            plan = gradient_free_first(plan, checks, config.mode, log)
         attacked.eval()
         probes = probe_plan(plan) if config.diagnostics else []
         evaluation = run_plan(attacked, split, plan + probes, config, device=dev, cache_dir=cache_dir,
@@ -135,7 +138,8 @@ def run_evaluation(
             found = diagnose(evaluation)
             evaluation.meta["diagnostics"] = [dataclasses.asdict(d) for d in found]
             warned = [d.check for d in found if d.status == "warn"]
-            log(f"diagnostics: {len(warned)} warning(s){': ' + '; '.join(warned) if warned else ''}")
+            failed = f"; these did not hold: {'; '.join(warned)}" if warned else ""
+            log(f"diagnostics: {len(warned)} warning(s){failed}")
     return evaluation
 
 
@@ -149,8 +153,54 @@ def _sanity(model: nn.Module, split: ImageSplit, plan: list[AttackSpec], was_tra
         raise ValueError(f"cannot evaluate honestly: {failed[0].detail}; {failed[0].action}")
     for check in checks:
         if check.status == "warn":
-            log(f"sanity check {check.name}: {check.detail}. {check.meaning} {check.action}".strip())
+            log(sanity_line(check, plan))
     return checks
+
+
+# The attacks a sanity check's ``action`` relies on: outside an ensemble that has them (a paper's
+# protocol, say) the line points to the probes and the standard evaluation instead of promising them.
+_ENSEMBLE_ATTACKS = {"square", "apgd-t", "fab-t", "fab", "apgd-dlr"}
+
+
+# Share of samples whose input gradient is zero or non-finite for every objective of the plan, above
+# which a worst-case ensemble runs its gradient-free attacks first (see gradient_free_first).
+DEAD_GRADIENT_SHARE = 0.5
+
+
+def gradient_free_first(plan: list[AttackSpec], checks: list[SanityCheck], mode: str,
+                        log: Callable[[str], None] = _log.info) -> list[AttackSpec]:
+    """``plan`` with its gradient-free attacks (Square, SPSA, ...) moved to the front when the sanity
+    checks found the input gradients dead on most samples for every objective the plan uses.
+
+    Only in worst-case mode, where each attack gets the samples its predecessors left standing: there,
+    100-iteration gradient attacks that cannot move a sample would spend their whole budget on it
+    before the gradient-free attack breaks it in a few queries. The worst case is the same either
+    way (a sample counts as robust only if no attack breaks it); only the time changes. Protocol
+    mode attacks every sample with every attack, so its order does not matter."""
+    check = next((c for c in checks if c.name == "gradients"), None)
+    if mode != "worst-case" or check is None or check.status != "warn":
+        return plan
+    shares = [counts["share"] for counts in check.numbers.get("objectives", {}).values() if "share" in counts]
+    if not shares or min(shares) <= DEAD_GRADIENT_SHARE:
+        return plan
+    free = [spec for spec in plan if issubclass(ATTACKS.get(spec.resolved()[0]), GradientFreeAttack)]
+    if not free or plan[:len(free)] == free:
+        return plan
+    log(f"input gradients are dead on most samples for every objective: {', '.join(s.name for s in free)} "
+        "runs first, so the gradient attacks only get the samples it leaves")
+    return free + [spec for spec in plan if all(spec is not moved for moved in free)]
+
+
+def sanity_line(check: SanityCheck, plan: list[AttackSpec]) -> str:
+    """One readable log line for a sanity check: what was found, what it means, what is done about it."""
+    line = f"sanity check {check.name}: {check.detail}. {check.meaning.rstrip('.')}."
+    if not check.action:
+        return line
+    needs_ensemble = check.name in ("gradients", "saturated-logits")
+    if needs_ensemble and not _ENSEMBLE_ATTACKS & {spec.attack for spec in plan}:
+        return (f"{line} This plan has no gradient-free or scale-invariant attack: the diagnostics' probes "
+                "(margin objective at every eps) and `robustloss eval --standard` give the honest number.")
+    return f"{line} Done about it: {check.action.rstrip('.')}."
 
 
 def diagnostics_of(evaluation: Evaluation) -> list[Diagnostic]:

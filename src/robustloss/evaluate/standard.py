@@ -104,9 +104,11 @@ def _budgets(eps: float | Sequence[float] | None) -> list[float]:
 @dataclass
 class StandardReport:
     """What ``standard_evaluation`` found. ``robust_accuracy`` is at the largest budget; ``curve`` gives
-    every budget. ``per_attack`` follows the robust mask: ``robust_after`` is the worst case after that
-    attack and all before it (not the attack's own accuracy), ``newly_broken`` the samples it was the
-    first to break. ``per_sample`` holds arrays over the evaluated samples."""
+    every budget. ``per_attack`` has one row per attack, in run order, at the largest budget, and follows
+    the robust mask: ``robust_after`` is the worst case after that attack and all before it (not the
+    attack's own accuracy), ``newly_broken`` the samples it was the first to break (at any budget up to
+    the largest), ``attacked`` the most samples it was given at one budget, ``seconds`` and ``queries``
+    its totals over the budgets. ``per_sample`` holds arrays over the evaluated samples."""
 
     evaluation: Evaluation
     norm: str
@@ -203,28 +205,35 @@ def report_from_evaluation(evaluation: Evaluation, norm: str, eps: float | Seque
 
 
 def _per_attack(evaluation: Evaluation, norm: str, top: float) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    """Rows in run order at the largest budget, with each sample's first breaker and smallest distance."""
+    """One row per attack, in run order, for the largest budget, with each sample's first breaker and
+    smallest distance. An attack's row gathers its records at every budget up to ``top``: in worst-case
+    mode a sample broken at a smaller eps is not attacked again at a larger one, yet it is broken there."""
     broken = ~evaluation.clean_correct
     broken_by = np.where(broken, "clean", "").astype(object)
     distance = np.full(evaluation.n, np.inf)
     distance[broken] = 0.0
-    rows = []
+    rows: dict[str, dict] = {}
+    within: dict[str, np.ndarray] = {}
     for record in evaluation.records:
         if record.norm != norm:
             continue
         fooled = evaluation.fooled(record)
         size = record.distance(norm)
         distance[fooled] = np.minimum(distance[fooled], size[fooled])
-        if record.eps is not None and abs(record.eps - top) > 1e-12:
+        if record.eps is not None and record.eps > top + 1e-12:
             continue
-        within = fooled & (size <= top + 1e-6)
-        new = within & ~broken
-        broken_by[new] = record.name
-        broken |= within
-        rows.append({"attack": record.name, "eps": top, "attacked": int(record.attacked.sum()),
-                     "newly_broken": int(new.sum()), "robust_after": float((~broken).mean()),
-                     "seconds": record.seconds, "queries": int(record.queries[record.attacked].sum())})
-    return rows, broken_by.astype(str), distance
+        row = rows.setdefault(record.name, {"attack": record.name, "eps": top, "attacked": 0, "seconds": 0.0,
+                                            "queries": 0})
+        row["attacked"] = max(row["attacked"], int(record.attacked.sum()))
+        row["seconds"] += record.seconds
+        row["queries"] += int(record.queries[record.attacked].sum())
+        within[record.name] = within.get(record.name, np.zeros(evaluation.n, bool)) | (fooled & (size <= top + 1e-6))
+    for name, row in rows.items():
+        new = within[name] & ~broken
+        broken_by[new] = name
+        broken |= within[name]
+        row.update(newly_broken=int(new.sum()), robust_after=float((~broken).mean()))
+    return list(rows.values()), broken_by.astype(str), distance
 
 
 def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -251,7 +260,8 @@ def _verdict(report: StandardReport) -> str:
         lines.append("Curve: " + ", ".join(f"eps {e:.4g}: {100 * a:.1f}%" for e, a in report.curve) + ".")
     for check in report.sanity:
         if check.status != "pass":
-            lines.append(f"Sanity check '{check.name}' warns: {check.detail}. {check.meaning} {check.action}".strip())
+            lines.append(f"Sanity check '{check.name}' warns: {check.detail}. {check.meaning.rstrip('.')}; "
+                         f"{check.action.rstrip('.')}.")
     for diagnostic in report.diagnostics:
         if diagnostic.status == "warn":
             lines.append(f"Diagnostic {diagnostic.number} ({diagnostic.check}) warns: {diagnostic.detail}")
