@@ -202,8 +202,8 @@ def findings_markdown(findings: list[Finding]) -> str:
         lines.append("")
     warned = sorted({(f.section, w) for f in findings for w in f.warnings})
     if warned:
-        lines.append("Diagnostics that warn (details under *Gradient-masking diagnostics*); a difference measured "
-                     "by an attack the model masks says little:")
+        lines.append("Diagnostics that warn, each named by the property that did NOT hold (details under "
+                     "*Gradient-masking diagnostics*); a difference measured by an attack the model masks says little:")
         lines += [f"- {section + ': ' if section else ''}{w}" for section, w in warned] + [""]
     return "\n".join(lines) + "\n"
 
