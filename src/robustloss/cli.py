@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from robustloss.cli_eval import add_eval_parser
+from robustloss.config import parse_number, read_yaml_value
 from robustloss.errors import ConfigError, RobustlossError
 
 
@@ -24,12 +25,28 @@ def main(argv: list[str] | None = None) -> int:
         _join_torchrun_job(args)
     finished = False
     try:
+        if hasattr(args, "device"):
+            from robustloss.device import resolve_device
+
+            resolve_device(args.device)  # a device this machine lacks is refused before any work starts
         code = args.handler(args) or 0
         finished = True
         return code
     except RobustlossError as err:
-        print(f"robustloss: error: {err}", file=sys.stderr)
+        return _error(str(err))
+    except BrokenPipeError:  # `robustloss ls | head`: the reader left; nothing is wrong with the data
+        # Point stdout at /dev/null, so that flushing it at exit does not fail a second time (Python docs).
+        with contextlib.suppress(OSError, ValueError):  # a captured stdout (tests) has no file descriptor
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as err:  # the system refused a read or write: full disk, permissions, read-only, ...
+        return _error(describe_os_error(err, resume_hint=args.handler is _cmd_train))
+    except RuntimeError as err:  # PyTorch reports a full disk as a RuntimeError of its zip writer
+        from robustloss.experiments.runner import describe_failure, disk_full
+
+        if not disk_full(err):
+            raise
+        return _error(describe_failure(err) + (" (with --resume)" if args.handler is _cmd_train else ""))
     except KeyboardInterrupt:
         print("\ninterrupted; finished epochs and evaluation chunks are kept: re-run the same command to continue "
               "(`robustloss train` needs --resume)", file=sys.stderr)
@@ -40,6 +57,39 @@ def main(argv: list[str] | None = None) -> int:
         # Leave the process group cleanly: a rank that exits with gloo's threads still running
         # is aborted by the C++ runtime, and torchrun then reports the whole job as failed.
         distributed.teardown(together=finished)
+
+
+def _error(message: str) -> int:
+    print(f"robustloss: error: {message}", file=sys.stderr)
+    return 1
+
+
+_DISK_FULL_ADVICE = ("The file being written was not completed; files written before it, the results store and "
+                     "finished runs are unchanged. Free some space, then run the same command again")
+
+
+def describe_os_error(err: OSError, resume_hint: bool = False) -> str:
+    """One line for an OSError that reached the command line: what the system refused, on which path,
+    and what to do about it."""
+    path = err.filename  # None when the write went through a file object; the writers fill it in where they can
+    where = f" {path}" if path is not None else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        what = "no space left on device" if err.errno == errno.ENOSPC else "disk quota exceeded"
+        return (f"{what}{' writing' + where if where else ''}. " + _DISK_FULL_ADVICE
+                + (" (with --resume)" if resume_hint else ""))
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied:{where}; choose a path you can write to, or change its permissions"
+    if err.errno == errno.EROFS:
+        return f"read-only file system:{where}; write the output somewhere else"
+    if err.errno == errno.ENOENT:  # also what creating a folder inside /proc or a vanished mount says
+        return f"no such file or folder:{where}; check the path (a folder to write into must exist or be creatable)"
+    if err.errno == errno.ENOTDIR:
+        return f"a part of{where} is a file where a folder is needed; choose another path"
+    if err.errno == errno.EISDIR:
+        return f"{path} is a folder; give a file name" if path else "expected a file, found a folder"
+    if err.errno == errno.EEXIST:
+        return f"{path} exists and is not a folder; choose another path" if path else str(err)
+    return f"{err.strerror or err}:{where}" if where else str(err)
 
 
 def _join_torchrun_job(args: argparse.Namespace) -> None:
@@ -79,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML file with TrainConfig keys; flags below override it")
     train.add_argument("--dataset", help="dataset name (see `robustloss data list`)")
     train.add_argument("--model", help="model name, e.g. lenet5, cnn3, vgg13, resnet56")
-    train.add_argument("--recipe", help="phases as LOSS:EPOCHS,..., e.g. ce:50,pc:50")
+    train.add_argument("--recipe", help="phases as LOSS:EPOCHS,..., e.g. ce:50,pc:50 (an empty phase is refused)")
     train.add_argument("--loss", help="single-phase shortcut: train with LOSS for --epochs epochs")
     train.add_argument("--epochs", type=int, help="epochs for --loss")
     train.add_argument("--loss-param", action="append", default=[], metavar="LOSS.KEY=VALUE",
@@ -126,7 +176,9 @@ def _add_adversarial_flags(p: argparse.ArgumentParser) -> None:
         "--adv-eps 0,0.1; MMC Table 1: --adversarial pgd --adv-eps 0.0314 --adv-step-size 0.00784 --adv-ratio 1; "
         "fast AT: --adversarial fgsm-rs --guard rollback; TRADES: --adversarial trades --trades-beta 6")
     at.add_argument("--adversarial", choices=["fgsm", "fgsm-rs", "pgd", "trades"], help="AT method")
-    at.add_argument("--adv-eps", metavar="EPS|LO,HI", help="budget, or a range each example draws its eps from")
+    at.add_argument("--adv-eps", metavar="EPS|LO,HI",
+                    help="L-inf budget on [0, 1] images (0.3, 3e-1, 8/255; above 1 is refused), or a range each "
+                         "example draws its eps from")
     at.add_argument("--adv-steps", type=int, help="attack steps (pgd, trades; default 10)")
     at.add_argument("--adv-step-size", type=float, help="step size (default: method's rule, per example)")
     at.add_argument("--adv-random-start", action=argparse.BooleanOptionalAction, default=None,
@@ -178,18 +230,26 @@ def _adversarial_from_flags(args: argparse.Namespace, raw: dict[str, Any]) -> No
 
 
 def _numbers(flag: str, text: str, kind: type, keep_list: bool = False) -> Any:
-    """'0.1,0.3' -> [0.1, 0.3]; '0.3' -> 0.3 (or [0.3] with keep_list)."""
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag}: expected comma-separated {kind.__name__} values, got {text!r}") from None
+    """'0.1,0.3' -> [0.1, 0.3]; '0.3' -> 0.3 (or [0.3] with keep_list); floats may be written 1e-3 or 8/255."""
+    values = []
+    for item in (v.strip() for v in text.split(",")):
+        try:
+            value = parse_number(item)
+        except ValueError:
+            value = None
+        if value is None or (kind is int and not isinstance(value, int)):
+            examples = "" if kind is int else " (0.1, 1e-3, 8/255)"
+            raise ConfigError(f"{flag}: expected comma-separated {kind.__name__} values{examples}, got {item!r} "
+                              f"in {text!r}")
+        values.append(kind(value))
     return values[0] if len(values) == 1 and not keep_list else values
 
 
 def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
     if data:
         p.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (a device this machine does "
+                                                    "not have is refused before anything runs)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -202,8 +262,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from robustloss.config import from_dict, load_yaml, to_dict
-    from robustloss.train import TrainConfig, parse_recipe, train
+    from robustloss.config import from_dict, load_yaml
+    from robustloss.train import TrainConfig, train
 
     raw: dict[str, Any] = load_yaml(args.config) if args.config else {}
     if args.config:
@@ -218,7 +278,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--model-param expects KEY=VALUE, e.g. feature_dim=2; got {item!r}")
-        raw.setdefault("model_params", {})[key.strip()] = yaml.safe_load(value)
+        raw.setdefault("model_params", {})[key.strip()] = read_yaml_value(value)
     _adversarial_from_flags(args, raw)
     optimizer = raw.setdefault("optimizer", {})
     if args.optimizer:
@@ -226,15 +286,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.lr is not None:
         optimizer["lr"] = args.lr
     if args.milestones:
-        optimizer["milestones"] = [int(m) for m in args.milestones.split(",")]
-    if args.recipe and args.loss:
-        raise ConfigError("give either --recipe or --loss/--epochs, not both")
-    if args.recipe:
-        raw["recipe"] = to_dict(parse_recipe(args.recipe))
-    elif args.loss:
-        if not args.epochs:
-            raise ConfigError("--loss needs --epochs")
-        raw["recipe"] = [{"loss": args.loss, "epochs": args.epochs}]
+        optimizer["milestones"] = _numbers("--milestones", args.milestones, int, keep_list=True)
+    _recipe_from_flags(args, raw)
     _apply_overrides(raw, args.overrides)
     config = from_dict(TrainConfig, raw)
     _apply_loss_params(config, args.loss_param)
@@ -248,6 +301,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_from_flags(args: argparse.Namespace, raw: dict[str, Any]) -> None:
+    """``raw["recipe"]`` from --recipe, or from --loss and --epochs."""
+    from robustloss.config import to_dict
+    from robustloss.train import parse_recipe
+
+    if args.recipe and args.loss:
+        raise ConfigError("give either --recipe or --loss/--epochs, not both")
+    if args.epochs is not None and not args.loss:
+        raise ConfigError(f"--epochs {args.epochs} goes with --loss (or write LOSS:EPOCHS in --recipe)")
+    if args.recipe:
+        # parse_recipe skips empty phases; here "ce:2,,pc:1" is more likely a phase lost while editing
+        # than an intended two-phase recipe, so it is refused rather than guessed.
+        parts = args.recipe.split(",")
+        for i, part in enumerate(parts):
+            if not part.strip():
+                raise ConfigError(f"--recipe {args.recipe!r}: phase {i + 1} of {len(parts)} is empty; expected "
+                                  "LOSS:EPOCHS[,LOSS:EPOCHS...], e.g. ce:10,pc:10")
+        raw["recipe"] = to_dict(parse_recipe(args.recipe))
+    elif args.loss:
+        if args.epochs is None:
+            raise ConfigError("--loss needs --epochs")
+        raw["recipe"] = [{"loss": args.loss, "epochs": args.epochs}]
+
+
 def _apply_overrides(raw: dict[str, Any], assignments: list[str]) -> None:
     from robustloss.experiments.overrides import parse_assignment, set_dotted
 
@@ -258,27 +335,43 @@ def _apply_overrides(raw: dict[str, Any], assignments: list[str]) -> None:
 
 def _apply_loss_params(config, assignments: list[str]) -> None:
     for item in assignments:
-        target, sep, value = item.partition("=")
+        target, sep, text = item.partition("=")
         loss, dot, key = target.partition(".")
-        if not sep or not dot:
+        if not sep or not dot or not key:
             raise ConfigError(f"--loss-param expects LOSS.KEY=VALUE, e.g. pc.xi=0.99; got {item!r}")
         phases = [p for p in config.recipe if p.loss == loss]
         if not phases:
             raise ConfigError(f"--loss-param {item!r}: no phase of the recipe uses loss {loss!r}")
         for phase in phases:
-            phase.params[key] = yaml.safe_load(value)
+            phase.params[key] = read_yaml_value(text)
 
 
 def _check_names(config) -> None:
-    """Fail before loading data when a name or loss parameter is wrong."""
+    """Fail before loading data when a name, a loss parameter or an adversarial budget is wrong."""
+    from robustloss.config import check_numeric_parameters
     from robustloss.data import DATASETS
-    from robustloss.losses import create_loss
+    from robustloss.evaluate.config import check_linf_budget
+    from robustloss.experiments.schema import check_model_params
+    from robustloss.losses import LOSSES, create_loss
     from robustloss.models import MODELS
 
     DATASETS.get(config.dataset)
     MODELS.get(config.model)
-    for phase in config.recipe:
-        create_loss(phase.loss, **phase.params)
+    check_model_params(config)
+    for i, phase in enumerate(config.recipe):
+        check_numeric_parameters(LOSSES.get(phase.loss), phase.params, f"loss {phase.loss!r} (recipe[{i}])")
+        try:
+            create_loss(phase.loss, **phase.params)
+        except (TypeError, ValueError) as err:
+            if isinstance(err, RobustlossError):
+                raise
+            raise ConfigError(f"recipe[{i}] ({phase.loss}, params {phase.params}): {err}") from None
+    if config.adversarial is not None:  # every adversarial-training method attacks in L-inf
+        at = config.adversarial
+        for eps in (at.eps if isinstance(at.eps, list) else [at.eps]):
+            check_linf_budget(eps, "adversarial.eps")
+        if at.guard is not None and at.guard.eps is not None:
+            check_linf_budget(at.guard.eps, "adversarial.guard.eps")
 
 
 def _cmd_attacks(args: argparse.Namespace) -> int:

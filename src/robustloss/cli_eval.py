@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import warnings
+import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from robustloss.config import parse_number, read_yaml_value
 from robustloss.errors import ConfigError
 
 DEFAULT_ATTACKS = "fgsm,bim,pgd,mim"
@@ -35,7 +34,9 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_common) -> None:
                          "logits); needs --dataset, and --weights unless the factory loads its own")
     ev.add_argument("--weights", help="weights for --model: a .safetensors file or a state dict (weights_only)")
     ev.add_argument("--dataset", help="dataset to evaluate --model on (see `robustloss data list`)")
-    ev.add_argument("--config", help="YAML file of evaluate settings (EvaluateConfig keys); flags override it")
+    ev.add_argument("--config", help="YAML file of evaluate settings (EvaluateConfig keys); flags override it. "
+                                     "Without an attacks: key the default attacks run; an empty attacks: [] is "
+                                     "refused (nothing to evaluate)")
     ev.add_argument("--standard", action="store_true",
                     help="the standard ensemble (APGD-CE, APGD-T, FAB-T, Square; AutoAttack's order, worst case)")
     ev.add_argument("--version", choices=["standard", "plus", "rand"],
@@ -44,8 +45,10 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_common) -> None:
     ev.add_argument("--norm", choices=["linf", "l2"], default="linf", help="with --standard: the threat model")
     ev.add_argument("--attacks", help=f"comma-separated attack or preset names (default {DEFAULT_ATTACKS}; see "
                                       "`robustloss attacks`)")
-    ev.add_argument("--eps", help=f"comma-separated budgets (default {DEFAULT_EPS}); 'none' runs minimum-norm "
-                                  "attacks unbounded")
+    ev.add_argument("--eps", help=f"comma-separated budgets on [0, 1] images (default {DEFAULT_EPS}), written "
+                                  "0.03, 3e-2 or 8/255; 'none' or 'inf' runs minimum-norm attacks unbounded. "
+                                  "L-inf budgets above 1 are refused (they allow any image: most likely 0-255 "
+                                  "units); L2 budgets above 1 are fine")
     ev.add_argument("--steps", type=int, help="override the iterative attacks' step count")
     ev.add_argument("--step-size", type=float, help="override the iterative attacks' step size")
     ev.add_argument("--param", action="append", default=[], metavar="ATTACK.KEY=VALUE",
@@ -61,7 +64,7 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_common) -> None:
                     help="add probe attacks and a gradient probe, then print the gradient-masking checks")
     ev.add_argument("--save-adv", action="store_true", help="save successful adversarial examples under OUT/adversarial")
     ev.add_argument("--no-cache", action="store_true", help="do not keep finished chunks (no resume)")
-    ev.add_argument("--n-test", type=int, help="evaluate only the first N test samples")
+    ev.add_argument("--n-test", type=int, help="evaluate only the first N test samples (N >= 1)")
     ev.add_argument("--defense", help="attack the model behind an inference-time defence, e.g. random-resize-pad")
     ev.add_argument("--defense-param", action="append", default=[], metavar="KEY=VALUE",
                     help="defence parameter, e.g. draws=5 (repeatable)")
@@ -91,6 +94,9 @@ def eval_config(args: argparse.Namespace, num_classes: int = 10, adaptive: str |
             raw = raw["evaluate"]
         if not isinstance(raw, dict):
             raise ConfigError(f"{args.config}: expected a mapping of evaluate settings")
+    if raw.get("attacks") == [] and not (args.attacks or args.standard):
+        raise ConfigError(f"{args.config}: attacks: is an empty list: nothing to evaluate; list at least one "
+                          "attack, leave the key out for the defaults, or pass --attacks")
     raw = dict(raw)
     raw.setdefault("objective", "adaptive")
     from_flags = {}
@@ -113,6 +119,8 @@ def eval_config(args: argparse.Namespace, num_classes: int = 10, adaptive: str |
         message = str(err)
         for key in from_flags:
             message = message.replace(f"evaluate.{key}", "--" + key.replace("_", "-"))
+        if args.config and not message.startswith("--"):  # the rest came from the file: say which
+            message = f"{args.config}: {message}"
         raise ConfigError(message) from None
     if args.standard:
         attacks = _standard_attacks(args, num_classes, adaptive, version or args.version or "standard")
@@ -127,21 +135,17 @@ def eval_config(args: argparse.Namespace, num_classes: int = 10, adaptive: str |
 
 
 def _check_plan(config) -> None:
-    """Build every attack of the plan once, and refuse overrides that name no attack of it."""
+    """Build every attack of the plan at every budget, refuse L-inf budgets above 1, and refuse
+    overrides that name no attack of the plan."""
+    if not config.attacks:
+        raise ConfigError("the plan has no attack: nothing to evaluate (see `robustloss attacks`)")
     names = {n for spec in config.attacks for n in (spec.attack, spec.name, spec.resolved()[0])}
     stray = sorted(set(config.overrides) - names)
     if stray:
         raise ConfigError(f"parameters given for {', '.join(stray)}, which the plan does not run; it runs "
                           f"{', '.join(sorted({spec.name for spec in config.attacks}))}")
-    with warnings.catch_warnings():  # budget warnings are reported once, by the evaluation itself
-        warnings.simplefilter("ignore")
-        for spec in config.plan():
-            try:
-                spec.build(spec.eps[0])
-            except ConfigError:
-                raise
-            except ValueError as err:  # a constructor's own check (n_iter=-1, ...): one line, no traceback
-                raise ConfigError(f"{spec.name}: {err}") from None
+    for spec in config.plan():
+        spec.validate("evaluate.attacks")
 
 
 def _standard_attacks(args: argparse.Namespace, num_classes: int, adaptive: str | None, version: str) -> list:
@@ -156,20 +160,21 @@ def _standard_attacks(args: argparse.Namespace, num_classes: int, adaptive: str 
 
 
 def _eps_list(text: str) -> list[float | None]:
+    """--eps as budgets: numbers in any spelling (0.03, 3e-2, .03, 8/255 - the field writes budgets as
+    fractions of the 8-bit range), and None for 'none' or 'inf' (unbounded)."""
     values = []
     for item in (e.strip() for e in text.split(",")):
-        if item.lower() == "none":
+        if item.lower() in ("none", "null"):
             values.append(None)
             continue
         try:
-            # The field writes budgets as fractions of the 8-bit range (8/255), so accept them.
-            numerator, _, denominator = item.partition("/")
-            value = float(numerator) / float(denominator) if denominator else float(item)
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"--eps: expected comma-separated numbers (0.03, 8/255) or 'none', got {item!r}") from None
-        if not value >= 0 or value == float("inf"):
-            raise ConfigError(f"--eps: budgets must be finite numbers >= 0, got {item}")
-        values.append(value)
+            value = float(parse_number(item))
+        except ValueError:
+            raise ConfigError(f"--eps: expected comma-separated numbers (0.03, 1e-3, 8/255) or 'none', got {item!r}"
+                              f"{' (an empty budget)' if not item else ''}") from None
+        if value < 0:
+            raise ConfigError(f"--eps: budgets must be numbers >= 0, got {item}")
+        values.append(None if math.isinf(value) else value)
     return values
 
 
@@ -179,7 +184,9 @@ def _key_values(flag: str, items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"{flag} expects KEY=VALUE, e.g. draws=5; got {item!r}")
-        params[key.strip()] = yaml.safe_load(value)
+        if not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, e.g. draws=5; got {item!r}")
+        params[key.strip()] = read_yaml_value(value)
     return params
 
 
@@ -189,9 +196,9 @@ def _attack_params(items: list[str]) -> dict[str, dict[str, Any]]:
     for item in items:
         target, sep, value = item.partition("=")
         attack, dot, key = target.partition(".")
-        if not sep or not dot:
+        if not sep or not dot or not attack or not key:
             raise ConfigError(f"--param expects ATTACK.KEY=VALUE, e.g. pgd.restarts=5; got {item!r}")
-        params.setdefault(attack, {})[key] = yaml.safe_load(value)
+        params.setdefault(attack, {})[key] = read_yaml_value(value)
     return params
 
 
@@ -213,10 +220,10 @@ def _flag_attacks(args: argparse.Namespace, objective: str | None) -> list:
             if value is not None and key in accepted:
                 params[key] = value
         spec.params = params | extra.pop(name, {})
-        with warnings.catch_warnings():  # budget warnings are reported once, by the evaluation itself
-            warnings.simplefilter("ignore")
-            spec.build(eps[0])  # validate names and parameters before the long part
+        spec.validate("--attacks")  # names, parameters and budgets, before the long part
         plan.append(spec)
+    if not plan:
+        raise ConfigError(f"--attacks {args.attacks!r}: names no attack (see `robustloss attacks`)")
     if extra:
         raise ConfigError(f"--param names attacks not in --attacks: {', '.join(extra)}")
     return plan
@@ -260,6 +267,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     first = eval_config(args)  # every flag checked before a model or data is loaded
     model, dataset, title, method, out = _load(args)
     data = load_dataset(dataset, args.data_dir)
+    out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not after the attacks ran
     version = args.version
     if args.standard and version is None:  # AutoAttack's rule: the rand version for a randomised model
         version = "rand" if _stochastic(model, first, data.test) else "standard"

@@ -29,7 +29,7 @@ class DownloadError(RobustlossError):
 
 
 class NonFiniteLossError(RobustlossError, FloatingPointError):
-    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+    """Training diverged (a NaN/inf loss, or non-finite weights or logits); the last good checkpoint is kept."""
 
 
 class AttackBudgetError(RobustlossError, AssertionError):
@@ -37,4 +37,16 @@ class AttackBudgetError(RobustlossError, AssertionError):
 
 
 class CheckpointError(RobustlossError):
-    """A checkpoint is missing, corrupt, or does not match the requested run."""
+    """A checkpoint is missing, corrupt, unsafe, or does not match the requested run."""
+
+
+class ResultsFileError(RobustlossError, ValueError):
+    """A results file (e.g. evaluation records) is damaged or was not written by robustloss."""
+
+
+class NonFiniteOutputError(RobustlossError, ValueError):
+    """A model returns NaN or infinite logits: no accuracy computed from them would mean anything."""
+
+
+class SanityCheckError(RobustlossError, ValueError):
+    """A pre-attack sanity check failed: the model cannot be evaluated honestly as it is."""

@@ -13,16 +13,17 @@ same config and take the same path.
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from robustloss.attacks import ATTACKS, PRESETS, create_attack
+from robustloss.config import MAX_LINF_EPS, check_linf_budget, check_numeric_parameters  # noqa: F401 (re-exported)
 from robustloss.defenses import defense_parameters
-from robustloss.errors import ConfigError
+from robustloss.errors import ConfigError, RobustlossError
 
 MODES = ("protocol", "worst-case")
-
-
 @dataclass
 class AttackSpec:
     """One attack of a plan. ``attack`` is a registered attack (``pgd``) or a preset (``cw-pc-100``);
@@ -34,7 +35,10 @@ class AttackSpec:
     costly for the whole test set (SPSA, C&W-1000 on 10,000 images). The subset depends only on the
     evaluation seed, ``n_samples`` and the test-set size, never on the model or the attack, so every
     model and every attack with the same ``n_samples`` sees the same images and paired comparisons
-    hold. The record's accuracy is over the subset; reports give it with its confidence interval."""
+    hold. The record's accuracy is over the subset; reports give it with its confidence interval.
+
+    Budgets: ``inf`` (or ``.inf``) is read as ``None``, unbounded; an empty list is refused (the attack
+    would run at no budget at all). ``validate`` refuses L-inf budgets above 1 (see ``check_linf_budget``)."""
 
     attack: str
     eps: list[float | None] = field(default_factory=lambda: [None])
@@ -44,6 +48,12 @@ class AttackSpec:
     n_samples: int | None = None  # a seeded random subset of this many samples (None: all of them)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.eps, list):
+            self.eps = [self.eps]  # one budget may be written without brackets (Python callers)
+        if not self.eps:
+            raise ConfigError(f"attack {self.name!r}: eps is an empty list; give at least one budget "
+                              "(null or inf: unbounded)")
+        self.eps = [None if isinstance(e, float) and math.isinf(e) and e > 0 else e for e in self.eps]
         if self.n_samples is not None and (isinstance(self.n_samples, bool) or int(self.n_samples) != self.n_samples
                                            or self.n_samples < 1):
             raise ConfigError(f"attack {self.name!r}: n_samples must be an integer >= 1 or null, got {self.n_samples}")
@@ -62,6 +72,30 @@ class AttackSpec:
     def build(self, eps: float | None):
         attack, params = self.resolved()
         return create_attack(attack, eps=eps, **params)
+
+    def validate(self, where: str) -> None:
+        """Build the attack at every budget (names, parameters, the constructors' own checks) and refuse
+        L-inf budgets above 1, so a bad plan fails before any data or model is loaded. Errors are
+        ConfigErrors that start with ``where`` and name the attack and the budget."""
+        attack_name, params = self.resolved()
+        if attack_name in ATTACKS:  # an unknown name is reported by build, with the valid names
+            check_numeric_parameters(ATTACKS.get(attack_name), params, f"{where} ({self.name})")
+        for eps in self.eps:
+            context = f"{where} ({self.name}, eps={eps})"
+            try:
+                with warnings.catch_warnings():  # budget warnings are reported when the attack runs
+                    warnings.simplefilter("ignore")
+                    attack = self.build(eps)
+            except RobustlossError as err:  # a bad parameter or an unknown name, already explained
+                raise ConfigError(f"{context}: {err}") from None
+            except (TypeError, ValueError) as err:  # a constructor's own check: n_iter=-1, steps=[1]
+                if eps is None:  # most likely the cause: only minimum-norm attacks run without a budget
+                    raise ConfigError(f"{context}: {self.name} needs a numeric budget (null or inf means "
+                                      "unbounded, which only minimum-norm attacks such as cw and deepfool "
+                                      "support)") from None
+                raise ConfigError(f"{context}: {err}") from None
+            if attack.norm == "linf":
+                check_linf_budget(eps, context)
 
 
 @dataclass

@@ -53,9 +53,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustloss import distributed
-from robustloss.checkpoint import atomic_save
+from robustloss.checkpoint import atomic_save, remove_stale_temporaries
 from robustloss.data.split import ImageSplit
 from robustloss.device import resolve_device
+from robustloss.errors import NonFiniteOutputError
 from robustloss.evaluate.chunk_cache import ChunkCache, model_fingerprint
 from robustloss.attacks.precision import check_precision
 from robustloss.evaluate.config import AttackSpec, EvaluateConfig
@@ -112,7 +113,7 @@ def run_plan(
     redraws = int(config.redraws) if stochastic else 0
     seed, batch_size = config.seed, config.batch_size
     with seeded_global_rng(seed, dev):
-        clean_pred = predict(model, split, batch_size=batch_size, device=dev).numpy()
+        clean_pred = _clean_predictions(model, split, batch_size, dev)
     clean_redraws = None
     if redraws:
         with seeded_global_rng(seed + 1, dev):
@@ -156,6 +157,16 @@ def run_plan(
             log(f"{spec.name:>9} eps={shown:<6} accuracy {100 * evaluation.accuracy(record):5.1f}%{subset}  "
                 f"({int(record.attacked.sum())} attacked, {record.seconds:.1f}s{over_draws})")
     return evaluation
+
+
+def _clean_predictions(model: nn.Module, split: ImageSplit, batch_size: int, device: torch.device) -> np.ndarray:
+    """The clean verdicts; refused when any sample's logits are NaN/inf (the arg-max of NaN is arbitrary,
+    so the clean and robust accuracies would be noise that looks like numbers)."""
+    try:
+        return predict(model, split, batch_size=batch_size, device=device, require_finite=True).numpy()
+    except NonFiniteOutputError as err:
+        raise NonFiniteOutputError(f"cannot evaluate this model: {err}. It has diverged or is broken; retrain it "
+                                   "(e.g. with a lower learning rate) or check its weights") from None
 
 
 def sample_subset(n: int, n_samples: int | None, seed: int) -> np.ndarray:
@@ -298,6 +309,7 @@ def _save_examples(folder: Path, record: AttackRecord, split: ImageSplit, index:
     index_all = np.concatenate(index) if index else np.zeros(0, dtype=np.int64)
     images_all = np.concatenate(images) if images else np.zeros((0, *split.images.shape[1:]), dtype=np.float32)
     eps = "none" if record.eps is None else f"{record.eps:g}"
+    remove_stale_temporaries(folder)  # what a killed earlier save left (up to a whole file of images)
     return atomic_save(
         {"index": torch.from_numpy(index_all), "x_adv": torch.from_numpy(images_all),
          "label": split.labels[torch.from_numpy(index_all)], "adv_pred": torch.from_numpy(record.adv_pred[index_all]),

@@ -14,7 +14,9 @@ A stochastic model (a randomised defence) makes every prediction one draw of a r
 accuracy over draws. The single-draw arrays stay the headline numbers, as the papers report them.
 
 Records are stored as one ``.npz`` of plain arrays plus JSON metadata (loaded with
-``allow_pickle=False``, so opening a results file never executes code).
+``allow_pickle=False``, so opening a results file never executes code), written atomically. Loading
+checks the archive's CRC-32s first: a damaged file is refused with ``ResultsFileError``, never read
+as numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robustloss.checkpoint import archive_damage, atomic_write, remove_stale_temporaries
+from robustloss.errors import ResultsFileError
 
 NOT_ATTACKED = -1  # adv_pred of a sample the engine skipped (already broken in worst-case mode)
 NOT_SAMPLED = -2  # adv_pred of a sample outside the attack's random subset (``AttackSpec.n_samples``)
@@ -149,13 +153,26 @@ class Evaluation:
             {"attack": r.attack, "eps": r.eps, "params": r.params, "seconds": r.seconds, "norm": r.norm,
              "label": r.label} for r in self.records]}
         arrays["meta_json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
-        return path
+        remove_stale_temporaries(path.parent)  # what a save killed mid-write left behind
+        return atomic_write(path, lambda f: np.savez_compressed(f, **arrays), mode=0o644)
 
     @classmethod
     def load(cls, path: str | Path) -> "Evaluation":
+        """Read records written by ``save``; a damaged or foreign file raises ``ResultsFileError``."""
+        path = Path(path)
+        if not path.is_file():
+            raise ResultsFileError(f"no evaluation records at {path}")
+        damage = archive_damage(path)
+        if damage is None:
+            try:
+                return cls._read(path)
+            except Exception as err:  # intact zip, but not the arrays and metadata save() writes
+                damage = f"it does not hold robustloss evaluation records ({type(err).__name__}: {err})"
+        raise ResultsFileError(f"evaluation records file {path} is damaged: {damage}. Rerun the evaluation that "
+                               "wrote it: the same command rewrites it (from its cached chunks where they are kept)")
+
+    @classmethod
+    def _read(cls, path: Path) -> "Evaluation":
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(data["meta_json"].tobytes().decode())
             records = [

@@ -39,6 +39,7 @@ from robustloss.evaluate.diagnostics import Diagnostic, diagnose, gradient_probe
 from robustloss.evaluate.engine import run_plan
 from robustloss.evaluate.records import Evaluation
 from robustloss.evaluate.sanity import SanityCheck, as_logits, sanity_checks
+from robustloss.errors import SanityCheckError
 from robustloss.models.modes import kept_modes
 
 _log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def _sanity(model: nn.Module, split: ImageSplit, plan: list[AttackSpec], was_tra
     checks = sanity_checks(model, x.to(device), y.to(device), objectives=objectives, was_training=was_training)
     failed = [c for c in checks if c.status == "fail"]
     if failed:
-        raise ValueError(f"cannot evaluate honestly: {failed[0].detail}; {failed[0].action}")
+        raise SanityCheckError(f"cannot evaluate honestly: {failed[0].detail}; {failed[0].action}")
     for check in checks:
         if check.status == "warn":
             log(sanity_line(check, plan))

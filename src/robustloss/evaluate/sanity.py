@@ -13,6 +13,10 @@ Checks, in the order returned (``name``: rule -> status):
   [0, 1] image box and their budgets are stated in its units; normalised or NaN inputs cannot be
   evaluated honestly at all. Checked on all of ``x`` (a min/max is cheap); the model checks below
   then use only the valid rows of the sample, and are left out when none is valid.
+* ``finite-outputs``: some output on the valid sample images is NaN or infinite -> ``fail``. Present only
+  when it fails, and then it replaces the output checks below (they have nothing finite to measure);
+  a passing evaluation keeps the list below. A diverged model (weights blown up to ~1e37 by a huge
+  learning rate) computes NaN, and the arg-max of NaN logits would pass for a ~10 % accuracy.
 * ``probability-outputs``: the outputs are probabilities, not logits -> ``warn``. Rule: rows that sum
   to 1 within ``PROBABILITY_SUM_ATOL`` with no negative entry make up >= ``PROBABILITY_ROW_SHARE`` of
   the sample, or every output lies in [0, 1] (sigmoid heads). ``as_logits`` then wraps the model in
@@ -74,8 +78,9 @@ SATURATED_SHARE = 0.05  # more saturated samples than this weakens CE-based atta
 
 @dataclass
 class SanityCheck:
-    name: str  # "input-range", "probability-outputs", "gradients", "saturated-logits", "stochastic", "training-mode"
-    status: Status  # fail = cannot evaluate honestly at all (only input-range)
+    name: str  # "input-range", "finite-outputs", "probability-outputs", "gradients", "saturated-logits",
+    #            "stochastic", "training-mode"
+    status: Status  # fail = cannot evaluate honestly at all (input-range, finite-outputs)
     detail: str  # what was measured, with numbers
     meaning: str  # what it means for the robust-accuracy numbers ("" when pass)
     action: str  # what the standard evaluation does about it ("" when pass)
@@ -128,6 +133,9 @@ def sanity_checks(model: nn.Module, x: Tensor, y: Tensor, *, objectives: Sequenc
     with _probing(model, device):
         with torch.no_grad():
             outputs = model(xs).float()
+        finite_check = _finite_outputs(outputs)
+        if finite_check is not None:  # the checks below measure outputs; NaN/inf ones have nothing to measure
+            return [input_check, finite_check, mode_check]
         probability_check = _probability_outputs(outputs)
         attacked = LogProbabilities(model) if probability_check.status == "warn" else model
         on = " (on log-probabilities, as attacked)" if attacked is not model else ""
@@ -181,6 +189,22 @@ def _input_range(x: Tensor, n: int) -> tuple[SanityCheck, Tensor]:
     meaning = ("the attacks clip to the [0, 1] box and state budgets in its units: normalised or out-of-range "
                "inputs give perturbations of the wrong size, non-finite ones give no result at all")
     return SanityCheck("input-range", "fail", detail, meaning, action, numbers), valid
+
+
+def _finite_outputs(outputs: Tensor) -> SanityCheck | None:
+    """The ``finite-outputs`` failure, or None when every output is finite."""
+    bad_rows = ~torch.isfinite(outputs).flatten(1).all(dim=1)
+    if not bool(bad_rows.any()):
+        return None
+    count, rows = int(bad_rows.sum()), len(outputs)
+    numbers = {"rows": rows, "nonfinite_rows": count, "first": int(bad_rows.nonzero()[0])}
+    detail = (f"the model's outputs hold NaN or infinite values on {_share(count, rows)} of the valid sample "
+              f"images (the first is image {numbers['first']})")
+    meaning = ("the arg-max of NaN logits is arbitrary and attacks get no usable loss or gradient from them: "
+               "any accuracy computed from these outputs would be noise")
+    action = ("evaluation refused; the model has diverged or is broken: retrain it (e.g. with a lower learning "
+              "rate) or check its weights and forward pass")
+    return SanityCheck("finite-outputs", "fail", detail, meaning, action, numbers)
 
 
 def _probability_outputs(outputs: Tensor) -> SanityCheck:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,8 @@ def add_commands(sub) -> None:
     run.add_argument("config", help="experiment YAML, e.g. configs/pc_table1.yaml")
     run.add_argument("--scale", choices=["smoke", "demo", "paper"], help="preset from the file's scales: block")
     run.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
-                     help="override any value, e.g. --set train.optimizer.lr=0.001 (repeatable; wins over the scale)")
+                     help="override any value, e.g. --set train.optimizer.lr=1e-3 (read as YAML, numbers as Python "
+                          "writes them, 8/255 in float fields; repeatable; wins over the scale)")
     run.add_argument("--report", action="store_true", help="build the report when the runs are done")
     run.add_argument("--dry-run", action="store_true", help="validate and list the cells without running them")
     run.add_argument("--tensorboard", action="store_true", help="also log training to TensorBoard (if installed)")
@@ -28,7 +31,7 @@ def add_commands(sub) -> None:
     run.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=closing_stores(cmd_run))
 
     sweep = sub.add_parser(
         "sweep", help="run an experiment over numeric values of one or two keys and plot the metric against them",
@@ -54,48 +57,88 @@ def add_commands(sub) -> None:
     sweep.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
     sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    sweep.set_defaults(handler=cmd_sweep)
+    sweep.set_defaults(handler=closing_stores(cmd_sweep))
 
     ls = sub.add_parser("ls", help="list the runs in the results store with their status")
     ls.add_argument("--experiment", help="only this experiment's runs")
     ls.add_argument("--status", choices=["pending", "training", "evaluating", "done", "failed"])
     _add_root(ls)
-    ls.set_defaults(handler=cmd_ls)
+    ls.set_defaults(handler=closing_stores(cmd_ls))
 
     show = sub.add_parser("show", help="show one run: config, metrics, evaluations, diagnostics")
     show.add_argument("run", help="run id or (a unique prefix of) its hash, as listed by `robustloss ls`")
     _add_root(show)
-    show.set_defaults(handler=cmd_show)
+    show.set_defaults(handler=closing_stores(cmd_show))
 
     export = sub.add_parser("export", help="export stored results as CSV or JSON")
     export.add_argument("out", help="output file")
     export.add_argument("--format", choices=["csv", "json"], help="default: from the file extension")
     export.add_argument("--experiment", help="only this experiment")
     _add_root(export)
-    export.set_defaults(handler=cmd_export)
+    export.set_defaults(handler=closing_stores(cmd_export))
 
     report = sub.add_parser("report", help="build tables, plots and an HTML page from the results store alone")
     report.add_argument("experiments", nargs="*", help="experiment names or config files (default: all in the store)")
     report.add_argument("--scale", help="which scale's runs (default: the last one run)")
     report.add_argument("--out", help="output folder (default: ROOT/reports)")
     _add_root(report)
-    report.set_defaults(handler=cmd_report)
+    report.set_defaults(handler=closing_stores(cmd_report))
 
 
 def _add_root(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", default=DEFAULT_ROOT, help=f"results folder holding results.sqlite (default: {DEFAULT_ROOT})")
+    p.add_argument("--root", default=DEFAULT_ROOT,
+                   help=f"results folder holding results.sqlite, models/ and runs/ (default: {DEFAULT_ROOT}); "
+                        "created if missing, refused if it is a file")
     p.add_argument("--store", help="results store file (default: ROOT/results.sqlite)")
+
+
+def check_root(args: argparse.Namespace) -> None:
+    """--root must be a folder (or not exist yet) and --store a file: a results folder that is really a
+    file would otherwise surface later as an odd error from deep inside SQLite or mkdir."""
+    root = Path(args.root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--root {root}: is a file, not a folder; give the folder that holds (or will hold) "
+                          "results.sqlite, models/ and runs/")
+    if args.store and Path(args.store).is_dir():
+        raise ConfigError(f"--store {args.store}: is a folder; give the results file itself "
+                          f"(e.g. {Path(args.store) / 'results.sqlite'}) or use --root")
+
+
+def check_out_folder(out: Path) -> None:
+    """A report folder that is really a file is refused before any work (mkdir would fail at the end)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, not a folder; give a folder for the report files")
+
+
+_open_stores: list = []  # stores opened by the running command, closed when it returns (closing_stores)
+
+
+def closing_stores(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``command`` that closes every store it opened, however it ends: a closed store leaves no -wal or
+    -shm file behind, and a command called in process (tests, notebooks) does not keep the file open."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        finally:
+            while _open_stores:
+                _open_stores.pop().close()
+
+    return run
 
 
 def open_store(args: argparse.Namespace, must_exist: bool = True):
     from robustloss.experiments.runner import STORE_FILE
     from robustloss.experiments.store import ResultsStore
 
+    check_root(args)
     path = Path(args.store) if args.store else Path(args.root) / STORE_FILE
     if must_exist and not path.exists():
         raise RobustlossError(f"no results store at {path}; run an experiment first "
                               f"(robustloss run configs/FILE.yaml --scale smoke) or pass --root/--store")
-    return ResultsStore(path)
+    store = ResultsStore(path)
+    _open_stores.append(store)
+    return store
 
 
 def _run_grid(args: argparse.Namespace, experiment, tensorboard: bool = False) -> tuple:
@@ -103,6 +146,7 @@ def _run_grid(args: argparse.Namespace, experiment, tensorboard: bool = False) -
     from robustloss.experiments.runner import ExperimentRunner
 
     store = open_store(args, must_exist=False)
+    store.check_integrity()  # refuse to add results to a damaged file: they could not be read back
     root = Path(args.root)
     runner = ExperimentRunner(root, store=store, device=args.device, data_dir=args.data_dir,
                               progress=not args.no_progress, tensorboard=tensorboard)
@@ -118,6 +162,7 @@ def _run_grid(args: argparse.Namespace, experiment, tensorboard: bool = False) -
 def cmd_run(args: argparse.Namespace) -> int:
     from robustloss.experiments.schema import load_experiment
 
+    check_root(args)
     experiment = load_experiment(args.config, args.scale, args.overrides)
     cells = experiment.cells
     distinct = len({c.hash for c in cells})
@@ -213,13 +258,11 @@ def _spaced(key: str, spec: str) -> tuple[list[int | float], bool]:
 
 
 def _number(key: str, text: str) -> int | float:
+    from robustloss.config import parse_number
+
     text = text.strip()
     try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
+        value = parse_number(text)  # 3, 0.5, 1e-3, 8/255
     except ValueError:
         raise ConfigError(f"--over {key}: {text!r} is not a number (sweep values must be numeric)") from None
     if not math.isfinite(value):
@@ -260,6 +303,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from robustloss.experiments.schema import check_axis_changes_runs, load_experiment
     from robustloss.report.experiment import build_report, seed_axes
 
+    check_root(args)
     path = Path(args.config)
     if not path.exists():
         raise ConfigError(f"{path}: no such experiment file (see configs/)")
@@ -267,6 +311,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top of the file (name:, train:, evaluate:, ...)")
     axes = [parse_over(text) for text in args.over]
+    if args.out:
+        check_out_folder(Path(args.out))
     experiment = load_experiment(path, args.scale, [*args.overrides, *sweep_overrides(raw, axes, args.metric,
                                                                                         args.name)])
     sweep, cells = experiment.file.sweep, experiment.cells
@@ -338,8 +384,16 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    from robustloss.experiments.store import EXPORT_FORMATS
+
     fmt = args.format or Path(args.out).suffix.lstrip(".").lower()
+    if fmt not in EXPORT_FORMATS:  # checked before the store is opened: nothing to read for a wrong name
+        suffix = Path(args.out).suffix or "no extension"
+        raise ConfigError(f"export {args.out}: cannot tell the format from {suffix!r}; name the file .csv or .json, "
+                          "or pass --format csv|json")
+    if Path(args.out).is_dir():
+        raise ConfigError(f"export {args.out}: is a folder; give a file name such as {Path(args.out) / 'results.csv'}")
+    store = open_store(args)
     path = store.export(args.out, fmt, experiment=args.experiment)
     print(f"wrote {path}")
     return 0
@@ -353,6 +407,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not names:
         raise RobustlossError(f"the store {store.path} holds no experiments yet")
     out = Path(args.out) if args.out else Path(args.root) / "reports"
+    check_out_folder(out)
     for name in names:
         files = build_report(store, name, out, scale=args.scale, log=lambda _: None)
         print(f"{name}: {files.html}  (+ {files.markdown.name}, {files.csv.name}, {files.latex.name}, "
@@ -363,8 +418,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _experiment_name(text: str) -> str:
     """An experiment name, or the name inside a config file given instead."""
     if text.endswith((".yaml", ".yml")) and Path(text).exists():
-        import yaml
+        from robustloss.config import load_yaml
 
-        return str((yaml.safe_load(Path(text).read_text()) or {}).get("name", text))
+        document = load_yaml(text)
+        if not isinstance(document, dict):
+            raise ConfigError(f"{text}: expected an experiment file (a mapping with name:, train:, ...)")
+        return str(document.get("name", text))
     return text
 

@@ -10,8 +10,7 @@ import copy
 import re
 from typing import Any
 
-import yaml
-
+from robustloss.config import parse_number, read_yaml_value
 from robustloss.errors import ConfigError
 
 _INDEX = re.compile(r"^(?P<key>[^\[\]]*)\[(?P<index>\d+)\]$")
@@ -61,19 +60,17 @@ def set_dotted(document: dict, path: str, value: Any) -> None:
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
-    """``key.path=value`` from the command line; the value is read as YAML (numbers, lists, null)."""
+    """``key.path=value`` from the command line; the value is read as YAML (numbers such as 1e-3 or
+    .5, lists, null) by the same loader as experiment files, so ``--set`` and a file agree."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects KEY.PATH=VALUE, e.g. train.optimizer.lr=0.1; got {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
+    split_path(key.strip())  # an empty key (a..b, trailing dot) is refused here, naming the assignment
+    return key.strip(), read_yaml_value(raw)
 
 
 _REFERENCE = re.compile(r"\$\{([^}]*)\}")
-_NUMBER = re.compile(r"^\d+(\.\d*)?([eE][-+]?\d+)?$")
+_NUMBER = re.compile(r"^(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 
 
 def substitute(value: Any, variables: dict[str, Any], path: str = "") -> Any:
@@ -118,6 +115,11 @@ def _operand(token: str, variables: dict[str, Any], path: str, expression: str) 
         return float(token) if any(c in token for c in ".eE") else int(token)
     if token in variables:
         value = variables[token]
+        if isinstance(value, str):  # a fraction such as 8/255 given with --set vars.EPS=8/255
+            try:
+                value = parse_number(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"vars.{token}: expected a number, got {value!r}")
         return value

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import subprocess
@@ -30,10 +31,11 @@ from typing import Callable, Iterator
 from robustloss import distributed
 from robustloss.data import load_dataset
 from robustloss.data.spec import Dataset
+from robustloss.errors import RobustlossError
 from robustloss.evaluate.config import AttackSpec
 from robustloss.evaluate.run import diagnostics_of, run_evaluation
 from robustloss.experiments.schema import Experiment, RunCell, config_hash, substitute_reference
-from robustloss.experiments.store import ResultsStore
+from robustloss.experiments.store import ResultsStore, StoreError
 from robustloss.models.saved import load_model
 from robustloss.train import TrainConfig, is_complete, train
 from robustloss.train.trainer import MODEL_FILE
@@ -52,6 +54,39 @@ class CellOutcome:
 
 class Busy(Exception):
     """Another process holds the lock on this model or run."""
+
+
+# PyTorch's zip writer reports a failed write without the OS error behind it; a full disk is the usual cause.
+_TORCH_WRITE_FAILED = "PytorchStreamWriter failed writing file"
+
+
+def disk_full(err: BaseException | None) -> bool:
+    """Whether ``err``, or an error it was raised from or during, means the disk (or quota) is full."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(err)
+        if _TORCH_WRITE_FAILED in text or "no space left on device" in text.lower() or "disk is full" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def describe_failure(err: BaseException) -> str:
+    """The error recorded for a failed cell: the exception as it is, except a full disk, whose raw
+    message (often PyTorch's "PytorchStreamWriter failed writing file data/0") does not say so."""
+    if not disk_full(err):
+        return f"{type(err).__name__}: {err}"
+    cause: BaseException | None = err
+    path = None
+    while cause is not None and path is None:  # the first OSError in the chain that names its file
+        path = getattr(cause, "filename", None) if isinstance(cause, OSError) else None
+        cause = cause.__cause__ or cause.__context__
+    return (f"no space left on device{f' writing {path}' if path else ''}: the file being written was not "
+            "completed; free some space and run the same command again (finished epochs and evaluation chunks "
+            "are kept)")
 
 
 def code_revision() -> str:
@@ -167,11 +202,22 @@ class ExperimentRunner:
                 self.store.set_status(run_id, "pending")
                 raise
             except Exception as err:  # recorded, then the grid goes on; the CLI exits non-zero
-                self.store.set_status(run_id, "failed", f"{type(err).__name__}: {err}")
-                self.log(f"  FAILED: {type(err).__name__}: {err}")
+                message = describe_failure(err)
+                if disk_full(err):
+                    self._stop_for_full_disk(run_id, message)
+                self.store.set_status(run_id, "failed", message)
+                self.log(f"  FAILED: {message}")
                 self.log("".join(traceback.format_exception(err)[-3:]).rstrip())
-                return CellOutcome(cell, run_id, "failed", str(err), time.perf_counter() - started)
+                return CellOutcome(cell, run_id, "failed", message, time.perf_counter() - started)
         return CellOutcome(cell, run_id, "done", seconds=time.perf_counter() - started)
+
+    def _stop_for_full_disk(self, run_id: int, message: str) -> None:
+        """Record the cell as failed if the store still can be written, then stop the grid: every later
+        cell would fail the same way, and a rerun after freeing space continues where this one stopped."""
+        with contextlib.suppress(StoreError):  # the store may sit on the same full disk
+            self.store.set_status(run_id, "failed", message)
+        self.log(f"  FAILED: {message}")
+        raise RobustlossError(f"{message}; the remaining cells were not started") from None
 
     # -- training --------------------------------------------------------------------------------
     def model_dir(self, config: TrainConfig) -> Path:
@@ -193,7 +239,8 @@ class ExperimentRunner:
         with locked(folder, wait):
             if distributed.from_main(lambda: is_complete(folder, config)):
                 self.log(f"  {role}: reusing the trained model in {folder}")
-                model, _, payload = load_model(folder / MODEL_FILE)
+                model, _, payload = load_model(folder / MODEL_FILE,
+                                                sha256=self.store.recorded_sha256(folder / MODEL_FILE))
                 self.store.add_metrics(run_id, payload.get("history", []))
             else:
                 recipe = " -> ".join(f"{p.loss} x{p.epochs}" for p in config.recipe)

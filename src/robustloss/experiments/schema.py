@@ -7,26 +7,32 @@ grid values, each with a validated ``TrainConfig``, ``EvaluateConfig`` and subst
 
 Order of overrides per cell: the base file, the cell's grid values, the scale preset, then
 ``--set`` (the command line wins); ``${...}`` is substituted last. See configs/README.md.
+
+Numbers are read as a Python user writes them (``1e-3``, ``.5``, ``inf``; a float field also takes
+``8/255``; see ``robustloss.config``). Refused at load time, besides unknown keys and wrong types:
+an empty ``evaluate.attacks`` (nothing to evaluate), an attack with an empty ``eps`` list, and an
+L-inf budget above 1 on the [0, 1] images (in the attacks or ``adversarial.eps``: most likely
+0-255 units); L2 budgets above 1 are ordinary and accepted.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import json
 import math
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from robustloss.config import from_dict, to_dict
+from robustloss.config import from_dict, read_yaml, to_dict, yaml_error_text
 from robustloss.errors import ConfigError
-from robustloss.evaluate.config import AttackSpec, EvaluateConfig
+from robustloss.evaluate.config import AttackSpec, EvaluateConfig, check_linf_budget
 from robustloss.experiments.overrides import parse_assignment, set_dotted, split_path, substitute
 from robustloss.train.config import TrainConfig
 
@@ -216,11 +222,16 @@ def load_experiment(path: str | Path, scale: str | None = None, overrides: list[
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such experiment file (see configs/ for the papers' tables)")
-    text = path.read_text()
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; expected an experiment YAML file such as configs/pc_table1.yaml")
     try:
-        raw = yaml.safe_load(text) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (expected an experiment YAML file)") from None
+    try:
+        raw = read_yaml(text) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_error_text(err)}") from None
     lines = key_lines(text)
     try:
         return resolve_experiment(raw, scale, overrides, path=path)
@@ -414,17 +425,43 @@ def _check_names(train: TrainConfig, evaluate: EvaluateConfig, substitutes: dict
                 LOSSES.get(phase.loss)
             except Exception as err:
                 raise ConfigError(f"{where}.recipe[{i}].loss: {err}") from None
+        check_model_params(config, where)
+        if config.adversarial is not None:  # every adversarial-training method attacks in L-inf
+            at = config.adversarial
+            for eps in at.eps if isinstance(at.eps, list) else [at.eps]:
+                check_linf_budget(eps, f"{where}.adversarial.eps")
+    if not evaluate.attacks:
+        raise ConfigError("evaluate.attacks: empty: nothing to evaluate; list at least one attack, e.g. "
+                          "[{attack: pgd, eps: [0.1, 0.3]}] (see `robustloss attacks`)")
     for i, spec in enumerate(evaluate.plan()):
         if spec.attack not in ATTACKS and spec.attack not in PRESETS:
             valid = ", ".join(sorted([*ATTACKS.names(), *PRESETS.names()]))
             raise ConfigError(f"evaluate.attacks[{i}].attack: unknown attack {spec.attack!r}; valid: {valid}")
-        for eps in spec.eps:
-            try:
-                with warnings.catch_warnings():  # budget warnings are reported when the attack runs
-                    warnings.simplefilter("ignore")
-                    spec.build(eps)
-            except Exception as err:
-                raise ConfigError(f"evaluate.attacks[{i}] ({spec.name}, eps={eps}): {err}") from None
+        spec.validate(f"evaluate.attacks[{i}]")
+
+
+def check_model_params(config: TrainConfig, where: str = "") -> None:
+    """Build the model once when ``model_params`` are given, so a bad option (feature_dim: abc) is
+    refused with the config instead of after a run folder was created for it."""
+    if config.model_params:
+        key = f"{where}.model_params" if where else "model_params"
+        _check_model_build(config.model, config.dataset, json.dumps(config.model_params, sort_keys=True), key)
+
+
+@functools.lru_cache(maxsize=64)  # a grid repeats the same model options in many cells
+def _check_model_build(model: str, dataset: str, params_json: str, key: str) -> None:
+    from robustloss.data import DATASETS
+    from robustloss.models import create_model
+
+    spec = DATASETS.get(dataset)
+    channels, height, _ = spec.image_shape
+    params = {"num_classes": spec.num_classes, "in_channels": channels, "input_size": height}
+    try:
+        create_model(model, **params | json.loads(params_json))
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{key} {params_json}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,12 @@ Tables (see ``MIGRATIONS`` for the exact columns):
 Schema changes go through ``MIGRATIONS``: append ``(version, script)``; opening an older file
 applies the missing scripts, one transaction each. Blobs are read with ``allow_pickle=False``,
 so opening a results file never executes code.
+
+A damaged file (overwritten pages, truncated, not SQLite at all) can open fine and fail only when a
+query reaches the bad pages. Every statement therefore goes through ``_GuardedConnection``, which turns
+SQLite's "malformed", "not a database", "disk is full" and I/O errors, at open or at query time, into
+one ``StoreError`` that says what happened and what to do; other errors (locks, constraint
+violations, which are bugs) pass through unchanged.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ import json
 import os
 import sqlite3
 import time
+import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +60,96 @@ if TYPE_CHECKING:  # imported lazily: robustloss.evaluate loads torch, which sto
 
 class StoreError(RobustlossError):
     """The results store is unusable (newer schema, not a database) or a lookup/argument is wrong."""
+
+
+def damaged_store_message(path: Path, detail: str) -> str:
+    """What to say about a damaged store: the check that shows the damage and the two ways out."""
+    return (f"{path} is not a usable results store: it is damaged ({detail}). `sqlite3 {path} 'PRAGMA "
+            f"integrity_check'` lists what is broken. Nothing was changed in it. Restore it from a backup, or move "
+            f"it away (mv {path} {path}.damaged; `sqlite3 {path}.damaged .recover` exports what is still "
+            f"readable as SQL) and rerun `robustloss run` for your experiments: trained models and finished "
+            f"evaluation chunks next to it are reused, so the new store fills up without training again")
+
+
+def _translated(path: Path, exc: sqlite3.Error) -> StoreError | None:
+    """The StoreError for an SQLite failure that makes the store file unusable; None for any other."""
+    name = getattr(exc, "sqlite_errorname", "") or ""  # e.g. SQLITE_CORRUPT, SQLITE_IOERR_WRITE
+    text = str(exc)
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or "not a database" in text:
+        return StoreError(damaged_store_message(path, text))
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        return StoreError(f"no space left on device for the results store {path}: the write was rolled back and "
+                          "everything stored before it is intact; free some space, then run the same command again")
+    if name.startswith("SQLITE_IOERR") or "disk I/O error" in text:
+        return StoreError(f"{path}: the system failed to read or write the results store ({text}); check the disk "
+                          "(free space, a network file system that went away), then run the same command again")
+    if name.startswith("SQLITE_READONLY") or "readonly database" in text:
+        return StoreError(f"{path}: the results store cannot be written ({text}); make the file and its folder "
+                          "writable, or copy them somewhere writable and pass --root there")
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return StoreError(f"{path}: cannot open the results store ({text}); check that its folder exists and that "
+                          "you may write to it")
+    return None
+
+
+class _GuardedConnection:
+    """The store's ``sqlite3.Connection``: statements and the rows they return, read lazily by cursors,
+    raise ``StoreError`` (see ``_translated``) instead of raw ``sqlite3`` errors, wherever the damage is hit."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path):
+        self._connection, self.path = connection, path
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            translated = _translated(self.path, exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def execute(self, sql: str, parameters: Any = ()) -> _GuardedCursor:
+        with self.guard():
+            return _GuardedCursor(self._connection.execute(sql, parameters), self)
+
+    def executemany(self, sql: str, rows: Any) -> _GuardedCursor:
+        with self.guard():
+            return _GuardedCursor(self._connection.executemany(sql, rows), self)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._connection.in_transaction
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class _GuardedCursor:
+    """A cursor whose fetches are guarded too: SQLite reads a result's pages while rows are fetched."""
+
+    def __init__(self, cursor: sqlite3.Cursor, connection: _GuardedConnection):
+        self._cursor, self._connection = cursor, connection
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    def fetchone(self) -> Any:
+        with self._connection.guard():
+            return self._cursor.fetchone()
+
+    def fetchall(self) -> list:
+        with self._connection.guard():
+            return self._cursor.fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            with self._connection.guard():
+                rows = self._cursor.fetchmany(256)
+            if not rows:
+                return
+            yield from rows
 
 
 RUN_KINDS = ("model", "substitute")
@@ -242,7 +340,12 @@ class ResultsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._depth = 0  # nesting level of transaction(): only the outermost one BEGINs and COMMITs
         # isolation_level=None: the sqlite3 module never opens transactions behind our back.
-        self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _translated(self.path, exc) or StoreError(f"cannot open the results store {self.path}: {exc}") \
+                from exc
+        self._conn = _GuardedConnection(connection, self.path)
         try:
             # busy_timeout first, so that switching a fresh file to WAL waits for a concurrent opener.
             self._conn.execute("PRAGMA busy_timeout=60000")
@@ -275,6 +378,30 @@ class ResultsStore:
     def close(self) -> None:
         self._conn.close()
 
+    def _json(self, text: str) -> Any:
+        """A JSON column; text SQLite returns but JSON cannot read means damaged content (quick_check
+        checks the file's structure, not what the rows hold)."""
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(damaged_store_message(self.path, f"a stored JSON value is unreadable: {exc}")) from exc
+
+    def _arrays(self, blob: bytes) -> dict[str, np.ndarray]:
+        """A stored ``.npz`` blob of per-sample outcomes; unreadable bytes mean damaged content."""
+        try:
+            return _unpack(blob)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise StoreError(damaged_store_message(self.path, f"a stored array blob is unreadable: {exc}")) from exc
+
+    def check_integrity(self) -> None:
+        """Refuse a damaged file before writing to it: SQLite's ``quick_check`` reads every page (well
+        under a second for a store of a few hundred MB), where a query would only meet the damage
+        when it reaches it, maybe after hours of work whose results then could not be stored."""
+        problems = [row[0] for row in self._conn.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            more = f" and {len(problems) - 1} more problem(s)" if len(problems) > 1 else ""
+            raise StoreError(damaged_store_message(self.path, f"quick_check: {problems[0]}{more}"))
+
     def __enter__(self) -> ResultsStore:
         return self
 
@@ -282,7 +409,7 @@ class ResultsStore:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[_GuardedConnection]:
         """One atomic unit of writes. Nested uses join the outer transaction.
 
         ``BEGIN IMMEDIATE`` takes the write lock up front, so two writers queue on busy_timeout
@@ -449,13 +576,13 @@ class ResultsStore:
                                  (name, scale)).fetchone()
         if row is None:
             raise StoreError(f"no experiment {name!r} at scale {scale!r} in {self.path}")
-        return json.loads(row[0])
+        return self._json(row[0])
 
     def _run_rows(self, clause: str, args: tuple) -> list[RunRow]:
         cursor = self._conn.execute(
             "SELECT id, hash, experiment, name, kind, config_json, train_hash, model_dir, run_dir, code_revision,"
             f" status, error, created_at, updated_at, started_at, finished_at FROM runs {clause}", args)
-        return [RunRow(*r[:5], json.loads(r[5]), *r[6:]) for r in cursor]
+        return [RunRow(*r[:5], self._json(r[5]), *r[6:]) for r in cursor]
 
     # -- analyses ------------------------------------------------------------------------------
 
@@ -482,7 +609,7 @@ class ResultsStore:
         cursor = self._conn.execute(
             "SELECT id, key, experiment, scale, name, models_json, params_json, files_json, summary_json,"
             " created_at FROM analyses ORDER BY id")
-        rows = [AnalysisRow(i, k, e, s, n, json.loads(m), json.loads(p), json.loads(f), json.loads(su), c)
+        rows = [AnalysisRow(i, k, e, s, n, self._json(m), self._json(p), self._json(f), self._json(su), c)
                 for i, k, e, s, n, m, p, f, su, c in cursor]
 
         def wanted(row: AnalysisRow) -> bool:
@@ -506,7 +633,7 @@ class ResultsStore:
         where, args = _filters(experiment=experiment, scale=scale)
         cursor = self._conn.execute(f"SELECT experiment, scale, cell_json, run_id FROM cells {where} ORDER BY id",
                                     args)
-        return [CellRow(e, s, json.loads(c), r) for e, s, c, r in cursor]
+        return [CellRow(e, s, self._json(c), r) for e, s, c, r in cursor]
 
     # -- training artefacts --------------------------------------------------------------------
 
@@ -522,6 +649,12 @@ class ResultsStore:
         cursor = self._conn.execute(
             "SELECT path, epoch, sha256, created_at FROM checkpoints WHERE run_id = ? ORDER BY epoch, id", (run_id,))
         return [dict(zip(("path", "epoch", "sha256", "created_at"), r)) for r in cursor]
+
+    def recorded_sha256(self, path: str | Path) -> str | None:
+        """The digest last recorded for the file at ``path`` by any run, or None if none was."""
+        row = self._conn.execute("SELECT sha256 FROM checkpoints WHERE path = ? ORDER BY created_at DESC, id DESC"
+                                 " LIMIT 1", (str(path),)).fetchone()
+        return row[0] if row else None
 
     def add_metrics(self, run_id: int, rows: list[dict]) -> None:
         """Log training epochs; re-adding an epoch replaces it (a resumed run re-logs its last epoch).
@@ -548,7 +681,7 @@ class ResultsStore:
         out = []
         for epoch, *values, extra in cursor:
             row = {"epoch": epoch} | {k: v for k, v in zip(METRIC_COLUMNS, values) if v is not None}
-            out.append(row | json.loads(extra))
+            out.append(row | self._json(extra))
         return out
 
     # -- evaluations ---------------------------------------------------------------------------
@@ -567,7 +700,7 @@ class ResultsStore:
         now = _now()
         with self.transaction():
             old = self._conn.execute("SELECT samples FROM clean WHERE run_id = ?", (run_id,)).fetchone()
-            if old is not None and not np.array_equal(_unpack(old[0])["index"], ev.index):
+            if old is not None and not np.array_equal(self._arrays(old[0])["index"], ev.index):
                 self._conn.execute("DELETE FROM evaluations WHERE run_id = ?", (run_id,))
             self._conn.execute(
                 "INSERT OR REPLACE INTO clean (run_id, n, accuracy, samples, meta_json, created_at)"
@@ -605,18 +738,18 @@ class ResultsStore:
         clean = self._conn.execute("SELECT samples, meta_json FROM clean WHERE run_id = ?", (run_id,)).fetchone()
         if clean is None:
             return None
-        samples = _unpack(clean[0])
+        samples = self._arrays(clean[0])
         records = []
         for attack, label, params, eps, norm, seconds, blob in self._conn.execute(
                 "SELECT attack, label, params_json, eps, norm, seconds, samples FROM evaluations"
                 " WHERE run_id = ? ORDER BY id", (run_id,)):
-            arrays = _unpack(blob)
+            arrays = self._arrays(blob)
             records.append(AttackRecord(
-                attack=attack, eps=eps, params=json.loads(params), adv_pred=arrays["adv_pred"], linf=arrays["linf"],
+                attack=attack, eps=eps, params=self._json(params), adv_pred=arrays["adv_pred"], linf=arrays["linf"],
                 l2=arrays["l2"], queries=arrays["queries"], seconds=seconds, norm=norm, label=label,
                 target=arrays.get("target"), redraw_pred=arrays.get("redraw_pred")))
         return Evaluation(index=samples["index"], labels=samples["labels"], clean_pred=samples["clean_pred"],
-                          records=records, meta=json.loads(clean[1]), clean_redraw_pred=samples.get("clean_redraw_pred"))
+                          records=records, meta=self._json(clean[1]), clean_redraw_pred=samples.get("clean_redraw_pred"))
 
     def evaluation_rows(self, run_id: int | None = None, experiment: str | None = None) -> list[dict]:
         """Summary numbers of every stored attack record (no per-sample data), by run then save order."""
@@ -629,14 +762,14 @@ class ResultsStore:
                 "mean_linf", "mean_l2", "seconds")
         rows = [dict(zip(keys, r)) for r in cursor]
         for row in rows:
-            row["params"] = json.loads(row["params"])
+            row["params"] = self._json(row["params"])
         return rows
 
     def diagnostics(self, run_id: int) -> list[dict]:
         cursor = self._conn.execute(
             "SELECT number, check_name, status, detail, numbers_json FROM diagnostics WHERE run_id = ?"
             " ORDER BY number, id", (run_id,))
-        return [{"number": n, "check": c, "status": s, "detail": d, "numbers": json.loads(nums)}
+        return [{"number": n, "check": c, "status": s, "detail": d, "numbers": self._json(nums)}
                 for n, c, s, d, nums in cursor]
 
     # -- export --------------------------------------------------------------------------------
@@ -660,6 +793,10 @@ class ResultsStore:
                 else:
                     _write_csv(f, rows)
             os.replace(tmp, path)
+        except OSError as err:
+            if err.filename is None or err.filename == str(tmp):  # name the file the user asked for
+                err.filename = str(path)
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         return path
@@ -673,7 +810,7 @@ class ResultsStore:
         by_run: dict[int, list[dict]] = {}  # several cells may share a run: read its records once
         out = []
         for exp, scale, cell_json, run_id, run_hash, status, n, accuracy in cells:
-            base = {"experiment": exp, "scale": scale, "cell": json.loads(cell_json), "run_hash": run_hash,
+            base = {"experiment": exp, "scale": scale, "cell": self._json(cell_json), "run_hash": run_hash,
                     "run_status": status}
             # The clean row follows Evaluation.summary(): eps 0 and no perturbation.
             clean_done = n is not None

@@ -47,11 +47,22 @@ def save_model(path: str | Path, model: Classifier, spec: ModelSpec, **extra: An
     return atomic_save({"model_spec": to_dict(spec), "state_dict": model.state_dict(), **extra}, path)
 
 
-def load_model(path: str | Path, map_location: str = "cpu") -> tuple[Classifier, ModelSpec, dict]:
-    """(model in eval mode, its spec, the whole saved payload)."""
-    payload = safe_load(path, map_location)
+def load_model(path: str | Path, map_location: str = "cpu", *, sha256: str | None = None
+               ) -> tuple[Classifier, ModelSpec, dict]:
+    """(model in eval mode, its spec, the whole saved payload). The file's integrity is checked first
+    (``safe_load``; ``sha256``: the digest recorded when it was written, if the caller has one)."""
+    payload = safe_load(path, map_location, sha256=sha256, remedy=_rewrite_advice(Path(path)))
     spec = from_dict(ModelSpec, payload["model_spec"])
     model = spec.build()
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, spec, payload
+
+
+def _rewrite_advice(path: Path) -> str:
+    """What to do about a damaged model file: a run folder can rewrite it from its last checkpoint."""
+    run = path.parent
+    if (run / "config.yaml").is_file() and (run / "checkpoints").is_dir():
+        return (f"delete it and rewrite it from the run's last checkpoint with `robustloss train --config "
+                f"{run / 'config.yaml'} --out {run} --resume`")
+    return "delete it and save or train the model again"

@@ -8,6 +8,7 @@ and rows we ran that the paper lacks are appended.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,16 +89,17 @@ def to_markdown(rows: list[ComparisonRow], labels: dict[str, str], title: str, n
 
 
 def to_csv(rows: list[ComparisonRow], labels: dict[str, str], path: str | Path) -> Path:
-    path = Path(path)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["attack", "eps", "method", "ours", "paper", "difference"])
-        for row in rows:
-            for method in labels:
-                ours, paper = row.ours.get(method), row.paper.get(method)
-                writer.writerow([
-                    row.attack, "" if row.eps is None else row.eps, method,
-                    "" if ours is None else round(ours, 2), "" if paper is None else paper,
-                    "" if ours is None or paper is None else round(ours - paper, 2),
-                ])
-    return path
+    from robustloss.report.render import write_text_atomic
+
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["attack", "eps", "method", "ours", "paper", "difference"])
+    for row in rows:
+        for method in labels:
+            ours, paper = row.ours.get(method), row.paper.get(method)
+            writer.writerow([
+                row.attack, "" if row.eps is None else row.eps, method,
+                "" if ours is None else round(ours, 2), "" if paper is None else paper,
+                "" if ours is None or paper is None else round(ours - paper, 2),
+            ])
+    return write_text_atomic(path, buffer.getvalue())  # a full disk leaves the previous file, not half a one

@@ -9,11 +9,12 @@ the headless Agg backend so importing this module never needs a display.
 from __future__ import annotations
 
 import math
+import os
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from robustloss.report.render import is_worst_case
+from robustloss.report.render import is_worst_case, name_the_file
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -47,10 +48,17 @@ def _save(fig: Figure, path: str | Path) -> Path:
     plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        # No software/date metadata: the same data gives byte-identical files.
-        fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
+        # No software/date metadata: the same data gives byte-identical files. Written under a temporary
+        # name and renamed, so a full disk leaves the previous plot rather than half a PNG.
+        fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None})
+        os.replace(tmp, path)
+    except OSError as err:
+        name_the_file(err, path)
+        raise
     finally:
+        tmp.unlink(missing_ok=True)
         plt.close(fig)
     return path
 

@@ -94,10 +94,18 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
             f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp creates owner-only files; a report is meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        name_the_file(err, path)
         raise
     return path
+
+
+def name_the_file(err: BaseException, path: str | Path) -> None:
+    """A failed ``write`` on a file object (a full disk) raises an OSError without a file name;
+    give it the file the user asked for, so the one-line error says which write failed."""
+    if isinstance(err, OSError) and err.filename is None:
+        err.filename = str(path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from robustloss.evaluate.records import Evaluation
 from robustloss.evaluate.worst_case import worst_case_robust
 from robustloss.reference.published import PAPER_DATASET, load_published
 from robustloss.report.comparison import ComparisonRow, compare_with_paper, to_csv, to_markdown
+from robustloss.report.render import write_text_atomic
 
 ACCURACY_CONVENTION = (
     "Accuracy (%) on the test samples; a clean-misclassified sample counts as a failure under every "
@@ -63,7 +64,7 @@ def write_comparison(
         all_notes.append("Worst case: per sample, the sample counts as robust only if no attack of that norm broke "
                          "it within that eps (an example found at a smaller eps counts at every larger one).")
     markdown = to_markdown(rows, labels, title, all_notes)
-    (out_dir / "results.md").write_text(markdown)
+    write_text_atomic(out_dir / "results.md", markdown)
     to_csv(rows, labels, out_dir / "results.csv")
     return markdown
 

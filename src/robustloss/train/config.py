@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from robustloss.config import check_linf_budget
 from robustloss.errors import ConfigError
 
 
@@ -153,6 +154,8 @@ class AdversarialConfig:
             raise ConfigError(f"adversarial.eps: bounds must be finite numbers >= 0, got {eps!r}")
         if len(bounds) == 2 and bounds[0] > bounds[1]:
             raise ConfigError(f"adversarial.eps: range must be ordered [lo, hi] with lo <= hi, got {eps!r}")
+        for bound in bounds:  # training is L-inf; a bound above 1 is almost surely in 0-255 units
+            check_linf_budget(bound, "adversarial.eps")
         # Normalised to floats so the same budget always serialises (and hashes) the same way.
         return [float(b) for b in bounds] if isinstance(eps, (list, tuple)) else float(eps)
 
@@ -244,7 +247,10 @@ class TrainConfig:
 def parse_recipe(text: str) -> list[Phase]:
     """``"ce:10,pc:10"`` -> [Phase("ce", 10), Phase("pc", 10)] (the CLI form of a recipe)."""
     phases = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    parts = [p.strip() for p in text.split(",")]
+    if any(not p for p in parts) and any(parts):
+        raise ConfigError(f"recipe: an empty phase in {text!r}; expected LOSS:EPOCHS[,LOSS:EPOCHS...], e.g. 'ce:10,pc:10'")
+    for part in filter(None, parts):
         loss, sep, epochs = part.partition(":")
         if not sep or not epochs.strip().isdigit():
             raise ConfigError(f"recipe: expected LOSS:EPOCHS[,LOSS:EPOCHS...], e.g. 'ce:10,pc:10'; got {part!r}")

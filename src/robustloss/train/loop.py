@@ -19,6 +19,7 @@ with it, the draws differ from one process's, and the training is the same in di
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Protocol
 
 import torch
@@ -29,7 +30,7 @@ from robustloss import distributed
 from robustloss.models.modes import kept_modes
 from robustloss.attacks.precision import full_precision
 from robustloss.data.split import ImageSplit
-from robustloss.errors import NonFiniteLossError
+from robustloss.errors import NonFiniteLossError, NonFiniteOutputError
 from robustloss.losses.base import Loss
 from robustloss.models.classifier import Classifier
 from robustloss.train.speed import autocast_context, full_precision_loss, prepare_batch
@@ -90,8 +91,10 @@ def train_one_epoch(
             loss, logits, n_adversarial = run_step(x, y, step_generator)
         adversarial_seen += n_adversarial
         value = loss.item()
-        if distributed.any_flag(not torch.isfinite(loss), device):  # every rank stops, or the others would hang
-            raise NonFiniteLossError(f"{desc}: loss became {value} at step {step} of the epoch")
+        finite_logits = bool(torch.isfinite(logits).all())
+        if distributed.any_flag(not (math.isfinite(value) and finite_logits), device):  # all ranks stop together
+            what = f"loss became {value}" if not math.isfinite(value) else "logits became NaN or infinite"
+            raise NonFiniteLossError(f"{desc}: {what} at step {step} of the epoch")
         optimizer.zero_grad(set_to_none=True)
         (loss * weight if weight != 1.0 else loss).backward()
         optimizer.step()
@@ -109,18 +112,27 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict(model: Classifier, x: ImageSplit | Tensor, *, batch_size: int = 1000, device: torch.device | str = "cpu") -> Tensor:
+def predict(model: Classifier, x: ImageSplit | Tensor, *, batch_size: int = 1000, device: torch.device | str = "cpu",
+            require_finite: bool = False) -> Tensor:
     """Arg-max class for every sample of a split (or an image tensor in [0, 1]), in eval mode.
 
     Always a float32 pass, even inside an autocast region: this is the clean verdict that
     decides which samples count as correct (and get attacked), so it must not depend on bf16
-    rounding."""
+    rounding. ``require_finite``: raise ``NonFiniteOutputError`` if any sample's logits hold a
+    NaN or inf (their arg-max is arbitrary, so the verdict would be noise)."""
     n = len(x)
-    preds = []
+    preds, nonfinite = [], []
     with kept_modes(model):
         model.eval()
         for start in range(0, n, batch_size):
             batch = x.batch(slice(start, start + batch_size))[0] if isinstance(x, ImageSplit) else x[start : start + batch_size]
             with full_precision(device):
-                preds.append(model(batch.to(device)).argmax(1).cpu())
+                logits = model(batch.to(device))
+            preds.append(logits.argmax(1).cpu())
+            if require_finite:
+                nonfinite.append((~torch.isfinite(logits).flatten(1).all(1)).cpu())
+    if nonfinite and bool(torch.cat(nonfinite).any()):
+        bad = torch.cat(nonfinite)
+        raise NonFiniteOutputError(f"the model's logits are NaN or infinite on {int(bad.sum())} of {n} samples "
+                                   f"(the first is sample {int(bad.nonzero()[0])})")
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)

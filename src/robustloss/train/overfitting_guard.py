@@ -116,7 +116,10 @@ class OverfittingGuard:
         if accuracy >= state.best_accuracy - self.config.drop:
             return GuardDecision(accuracy, "ok")
         distributed.barrier()  # rank 0 wrote the best state; every rank restores it
-        best = safe_load(self.best_path, map_location=next(model.parameters()).device)
+        checkpoints = self.best_path.parent
+        best = safe_load(self.best_path, map_location=next(model.parameters()).device,
+                         remedy=f"the guard cannot restore its best epoch without it: delete {checkpoints} and rerun "
+                                "with --resume to train the run again from its first epoch")
         model.load_state_dict(best["state_dict"])
         if self.config.action == "rollback" and state.rollbacks < self.config.max_rollbacks:
             optimizer.load_state_dict(best["optimizer"])

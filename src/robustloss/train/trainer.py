@@ -2,16 +2,21 @@
 
 A run directory holds::
 
-    config.yaml            the resolved TrainConfig
-    checkpoints/last.pt    full training state after the latest finished epoch (atomic)
-    model.pt               the final model (weights + spec to rebuild it, head included)
-    metrics.csv            one row per epoch
+    config.yaml               the resolved TrainConfig
+    checkpoints/last.pt       full training state after the latest finished epoch
+    checkpoints/previous.pt   the state before it, while the run trains (``run_checkpoints.py``)
+    model.pt                  the final model (weights + spec to rebuild it, head included)
+    metrics.csv               one row per epoch
+
+Every file is written atomically (``robustloss.checkpoint``); a start or resume first deletes the
+temporary files that a killed write left behind.
 
 ``resume=True`` restores weights, optimizer, both RNG states and the metrics history from
-``last.pt`` and continues with the next epoch, so a killed run ends with exactly the
-weights an uninterrupted run would have (adversarial training included: it draws all its
-randomness from the checkpointed generator). A NaN/inf loss raises ``NonFiniteLossError``
-before anything is written, so ``last.pt`` stays the last good state.
+``last.pt`` (``previous.pt`` if ``last.pt`` is damaged) and continues with the next epoch, so a
+killed run ends with exactly the weights an uninterrupted run would have (adversarial training
+included: it draws all its randomness from the checkpointed generator). Divergence - a NaN/inf
+loss or logits during the epoch, non-finite weights or test logits after it (``divergence.py``) -
+raises ``NonFiniteLossError`` before anything is written, so ``last.pt`` stays the last good state.
 
 ``on_epoch(row, checkpoint_path)`` is called after each epoch's checkpoint is written (the
 experiment runner records metrics and the checkpoint's hash from it); ``tensorboard=DIR``
@@ -23,23 +28,26 @@ applied by ``robustloss.train.speed``; none of them draws random numbers, so res
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 import yaml
 
 from robustloss import distributed
-from robustloss.checkpoint import atomic_save, safe_load
-from robustloss.config import from_dict, to_dict
+from robustloss.checkpoint import atomic_write
+from robustloss.config import from_dict, read_yaml, to_dict
 from robustloss.data import Dataset, load_dataset
+from robustloss.data.split import ImageSplit
 from robustloss.data.stratified import stratified_indices
 from robustloss.device import resolve_device
-from robustloss.errors import CheckpointError, ConfigError, NonFiniteLossError
+from robustloss.errors import CheckpointError, ConfigError, NonFiniteLossError, NonFiniteOutputError
 from robustloss.losses import Loss, create_loss
 from robustloss.models.classifier import Classifier
 from robustloss.models.saved import HeadSpec, ModelSpec, save_model
@@ -48,12 +56,14 @@ from robustloss.train.overfitting_guard import OverfittingGuard, split_held_out
 from robustloss.train.trades import TradesTraining
 from robustloss.train.augment import augmentation_for
 from robustloss.train.config import OptimizerConfig, TrainConfig
+from robustloss.train.divergence import check_finite_state
 from robustloss.train.loop import AdversarialHook, predict, train_one_epoch
+from robustloss.train.run_checkpoints import (LAST_CHECKPOINT, drop_previous_state, load_resume_state, remove_leftovers,
+                                              save_epoch_state)
 from robustloss.train.speed import (check_supported, explain_compile_errors, place_training_data, prepare_model,
                                     release_model)
 from robustloss.train.tensorboard import open_scalar_writer
 
-LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
 MODEL_FILE = "model.pt"
 
 
@@ -137,9 +147,10 @@ def train(
     run_dir = Path(run_dir)
     dev = resolve_device(device)
     check_supported(config, dev)
-    checkpoint_path = run_dir / LAST_CHECKPOINT
     main = distributed.is_main()  # under torchrun, only rank 0 writes files; every rank trains
     distributed.from_main(lambda: _claim_run_dir(run_dir, config, resume))  # an error reaches every rank
+    if main:
+        remove_leftovers(run_dir, log)
     data = data if data is not None else load_dataset(config.dataset, data_dir)
     data = _training_subset(config, data, log)
     data, guard = _overfitting_guard(config, data, run_dir, log)
@@ -148,111 +159,190 @@ def train(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     spec = model_spec_for(config, data)
-    model = prepare_model(spec.build().to(dev), config, dev)
-    loss_fn: Loss | None = None
-    optimizer = build_optimizer(model.parameters(), config.optimizer)
-    history: list[dict] = []
-    start_epoch, current_phase = 0, -1
-    if resume and checkpoint_path.exists():
-        state = safe_load(checkpoint_path, map_location=dev)
-        spec = from_dict(ModelSpec, state["model_spec"])
-        model = prepare_model(spec.build().to(dev), config, dev)
-        model.load_state_dict(state["state_dict"])
-        current_phase = state["phase"]["index"]
-        phase = config.recipe[current_phase]
-        loss_fn = create_loss(phase.loss, **phase.params).to(dev)
-        loss_fn.bind(model)
-        loss_fn.load_state_dict(state["loss_state"])
-        optimizer = build_optimizer(_trained_parameters(model, loss_fn), config.optimizer)
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["rng"]["generator"])
-        torch.set_rng_state(state["rng"]["torch"])
-        history, start_epoch = state["history"], state["epoch"]
-        if guard is not None:
-            guard.load_state_dict(state["guard"])
-        log(f"resuming {run_dir} after epoch {start_epoch}/{config.total_epochs}")
-        if main and history:
+    at = _State(spec=spec, model=prepare_model(spec.build().to(dev), config, dev))
+    at.optimizer = build_optimizer(at.model.parameters(), config.optimizer)
+    loaded = load_resume_state(run_dir, dev, log, writer=main) if resume else None
+    if loaded is not None:
+        state, loaded_path = loaded
+        _restore(at, state, loaded_path, config, dev, generator, guard)
+        log(f"resuming {run_dir} after epoch {at.start_epoch}/{config.total_epochs}")
+        if main and at.history:
             # A kill can land after a checkpoint is written but before metrics.csv and on_epoch
             # catch up with it; the run resumes after that epoch, so replay it once (both are idempotent).
-            _write_metrics(run_dir / "metrics.csv", history)
+            _write_metrics(run_dir / "metrics.csv", at.history)
             if on_epoch is not None:
-                on_epoch(dict(history[-1]), checkpoint_path)
+                on_epoch(dict(at.history[-1]), loaded_path)
 
-    augment = augmentation_for(config.augment, data.spec.color)
+    run = _Run(config, run_dir, data, train_split, generator, augmentation_for(config.augment, data.spec.color),
+               dev, progress, guard, log)
     # compile errors surface at the first forward or backward pass, anywhere in the epoch loop
     with open_scalar_writer(tensorboard, log) as scalars, explain_compile_errors(config.compile):
-        for epoch in range(start_epoch, config.total_epochs):
+        for epoch in range(at.start_epoch, config.total_epochs):
             if guard is not None and guard.state.stopped:
                 break
-            phase_index, phase = config.phase_at(epoch)
-            if phase_index != current_phase:
-                current_phase = phase_index
-                loss_fn = create_loss(phase.loss, **phase.params).to(dev)
-                head = loss_fn.make_head(model.feature_dim, model.num_classes)
-                if head is not None:  # the loss shapes the classifier: the saved model carries this head
-                    model.replace_head(head.to(dev))
-                    spec = dataclasses.replace(spec, head=HeadSpec(phase.loss, dict(phase.params)))
-                spec = dataclasses.replace(spec, loss=phase.loss)
-                model.trained_with = phase.loss
-                loss_fn.bind(model)
-                trained = _trained_parameters(model, loss_fn)
-                if [id(p) for p in trained] != [id(p) for g in optimizer.param_groups for p in g["params"]]:
-                    optimizer = build_optimizer(trained, config.optimizer)  # new head or loss parameters
-            lr = learning_rate_at(config.optimizer, epoch) * (guard.state.lr_scale if guard is not None else 1.0)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-
-            started = time.perf_counter()
-            desc = f"{run_dir.name} epoch {epoch + 1}/{config.total_epochs} [{phase.loss}]"
-            try:
-                assert loss_fn is not None
-                stats = train_one_epoch(
-                    model, loss_fn, train_split, optimizer, batch_size=config.batch_size, generator=generator,
-                    augment=augment, device=dev, desc=desc, progress=progress,
-                    adversarial=_adversarial_hook(config, phase_index, loss_fn, model),
-                    precision=config.precision, channels_last=config.channels_last,
-                )
-                if config.adversarial is not None:  # same metrics.csv columns in clean and AT phases
-                    stats.setdefault("adv_fraction", 0.0)
-            except NonFiniteLossError as err:
-                kept = checkpoint_path if checkpoint_path.exists() else "none (failed in the first epoch)"
-                raise NonFiniteLossError(
-                    f"{err}. Training stopped; the last good checkpoint is kept: {kept}. "
-                    f"Try a lower learning rate (optimizer.lr={config.optimizer.lr})."
-                ) from None
-            test_acc = float((predict(model, data.test, device=dev) == data.test.labels).float().mean())
-            row = {"epoch": epoch + 1, "phase": phase.loss, "lr": lr, **stats, "test_acc": test_acc}
-            if guard is not None:  # before the checkpoint: a rollback's restored state is what gets saved
-                row |= _guard_check(guard, epoch, phase_index, config, model, optimizer, loss_fn, log)
-            row["seconds"] = time.perf_counter() - started
-            history.append(row)
-            adv = f"  adversarial {100 * row['adv_fraction']:.0f}%" if row.get("adv_fraction") else ""
-            held = f"  held-out PGD {100 * row['guard_pgd_acc']:.1f}%" if row.get("guard_pgd_acc", -1) >= 0 else ""
-            log(f"{desc}: loss {row['train_loss']:.4f}  train acc {100 * row['train_acc']:.1f}%  "
-                f"test acc {100 * test_acc:.1f}%{adv}{held}  ({row['seconds']:.1f}s)")
+            row = _train_epoch(run, at, epoch)
+            at.history.append(row)
             if not main:
                 continue
-            atomic_save(
-                {"model_spec": to_dict(spec), "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "loss_state": loss_fn.state_dict(),
-                 "epoch": epoch + 1, "phase": {"index": phase_index, "loss": phase.loss}, "history": history,
-                 "config": to_dict(config),
-                 "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
-                 "guard": guard.state_dict() if guard is not None else None},
-                checkpoint_path,
-            )
-            _write_metrics(run_dir / "metrics.csv", history)
+            checkpoint_path = save_epoch_state(_checkpoint(at, epoch, config, generator, guard), run_dir)
+            _write_metrics(run_dir / "metrics.csv", at.history)
             scalars.write(row)
             if on_epoch is not None:  # only now: the row and the checkpoint it describes are on disk
                 on_epoch(dict(row), checkpoint_path)
 
-    optimizer.zero_grad(set_to_none=True)  # the returned model carries no stale gradients
-    release_model(model)  # saved and returned uncompiled: it runs eagerly, like any loaded model
-    model.eval()
+    at.optimizer.zero_grad(set_to_none=True)  # the returned model carries no stale gradients
+    release_model(at.model)  # saved and returned uncompiled: it runs eagerly, like any loaded model
+    at.model.eval()
     if main:
-        save_model(run_dir / MODEL_FILE, model, spec, config=to_dict(config), history=history)
+        save_model(run_dir / MODEL_FILE, at.model, at.spec, config=to_dict(config), history=at.history)
+        drop_previous_state(run_dir)
     distributed.barrier()  # model.pt is on disk before any rank goes on (e.g. to evaluate it)
-    return TrainResult(model=model, spec=spec, history=history, run_dir=run_dir)
+    return TrainResult(model=at.model, spec=at.spec, history=at.history, run_dir=run_dir)
+
+
+@dataclass
+class _State:
+    """What the epoch loop carries from epoch to epoch (and restores on resume)."""
+
+    spec: ModelSpec
+    model: Classifier
+    optimizer: torch.optim.Optimizer | None = None
+    loss_fn: Loss | None = None
+    phase: int = -1
+    history: list[dict] = field(default_factory=list)
+    start_epoch: int = 0
+
+
+@dataclass
+class _Run:
+    """What stays fixed for the whole run: settings, data, randomness and where things go."""
+
+    config: TrainConfig
+    run_dir: Path
+    data: Dataset
+    train_split: ImageSplit
+    generator: torch.Generator
+    augment: Callable | None
+    device: torch.device
+    progress: bool
+    guard: OverfittingGuard | None
+    log: Callable[[str], None]
+
+
+def _train_epoch(run: _Run, at: _State, epoch: int) -> dict:
+    """Train epoch ``epoch`` (0-based), check it did not diverge, and return its metrics row."""
+    config, guard = run.config, run.guard
+    phase_index, phase = config.phase_at(epoch)
+    if phase_index != at.phase:
+        _enter_phase(at, phase_index, config, run.device)
+    assert at.optimizer is not None and at.loss_fn is not None
+    lr = learning_rate_at(config.optimizer, epoch) * (guard.state.lr_scale if guard is not None else 1.0)
+    for group in at.optimizer.param_groups:
+        group["lr"] = lr
+    started = time.perf_counter()
+    desc = f"{run.run_dir.name} epoch {epoch + 1}/{config.total_epochs} [{phase.loss}]"
+    with _stops_on_divergence(run.run_dir, config, at.optimizer):
+        stats = train_one_epoch(
+            at.model, at.loss_fn, run.train_split, at.optimizer, batch_size=config.batch_size,
+            generator=run.generator, augment=run.augment, device=run.device, desc=desc, progress=run.progress,
+            adversarial=_adversarial_hook(config, phase_index, at.loss_fn, at.model),
+            precision=config.precision, channels_last=config.channels_last,
+        )
+        if config.adversarial is not None:  # same metrics.csv columns in clean and AT phases
+            stats.setdefault("adv_fraction", 0.0)
+        check_finite_state(desc, model=at.model, loss=at.loss_fn, optimizer=at.optimizer)
+        test_acc = _test_accuracy(at.model, run.data, run.device, desc)
+    row = {"epoch": epoch + 1, "phase": phase.loss, "lr": lr, **stats, "test_acc": test_acc}
+    if guard is not None:  # before the checkpoint: a rollback's restored state is what gets saved
+        row |= _guard_check(guard, epoch, phase_index, config, at.model, at.optimizer, at.loss_fn, run.log)
+    row["seconds"] = time.perf_counter() - started
+    adv = f"  adversarial {100 * row['adv_fraction']:.0f}%" if row.get("adv_fraction") else ""
+    held = f"  held-out PGD {100 * row['guard_pgd_acc']:.1f}%" if row.get("guard_pgd_acc", -1) >= 0 else ""
+    run.log(f"{desc}: loss {row['train_loss']:.4f}  train acc {100 * row['train_acc']:.1f}%  "
+            f"test acc {100 * test_acc:.1f}%{adv}{held}  ({row['seconds']:.1f}s)")
+    return row
+
+
+def _restore(at: _State, state: dict, path: Path, config: TrainConfig, dev: torch.device,
+             generator: torch.Generator, guard: OverfittingGuard | None) -> None:
+    """Put the loop back where the checkpoint ``state`` (read from ``path``) left it."""
+    saved = _comparable(state.get("config"))
+    if saved != to_dict(config):  # config.yaml was checked already; this catches a checkpoint from elsewhere
+        raise CheckpointError(f"cannot resume from {path}: it was written by a run with a different config; "
+                              "delete it to restart this run from its first epoch, or train into a new --out")
+    at.spec = from_dict(ModelSpec, state["model_spec"])
+    at.model = prepare_model(at.spec.build().to(dev), config, dev)
+    at.model.load_state_dict(state["state_dict"])
+    at.phase = state["phase"]["index"]
+    phase = config.recipe[at.phase]
+    at.loss_fn = create_loss(phase.loss, **phase.params).to(dev)
+    at.loss_fn.bind(at.model)
+    at.loss_fn.load_state_dict(state["loss_state"])
+    at.optimizer = build_optimizer(_trained_parameters(at.model, at.loss_fn), config.optimizer)
+    at.optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["rng"]["generator"])
+    torch.set_rng_state(state["rng"]["torch"])
+    at.history, at.start_epoch = state["history"], state["epoch"]
+    if guard is not None:
+        guard.load_state_dict(state["guard"])
+
+
+def _enter_phase(at: _State, phase_index: int, config: TrainConfig, dev: torch.device) -> None:
+    """Switch to a recipe phase: its loss, the head that loss shapes, and an optimizer that covers them."""
+    phase = config.recipe[phase_index]
+    at.phase = phase_index
+    at.loss_fn = create_loss(phase.loss, **phase.params).to(dev)
+    head = at.loss_fn.make_head(at.model.feature_dim, at.model.num_classes)
+    if head is not None:  # the loss shapes the classifier: the saved model carries this head
+        at.model.replace_head(head.to(dev))
+        at.spec = dataclasses.replace(at.spec, head=HeadSpec(phase.loss, dict(phase.params)))
+    at.spec = dataclasses.replace(at.spec, loss=phase.loss)
+    at.model.trained_with = phase.loss
+    at.loss_fn.bind(at.model)
+    trained = _trained_parameters(at.model, at.loss_fn)
+    assert at.optimizer is not None
+    if [id(p) for p in trained] != [id(p) for g in at.optimizer.param_groups for p in g["params"]]:
+        at.optimizer = build_optimizer(trained, config.optimizer)  # new head or loss parameters
+
+
+def _checkpoint(at: _State, epoch: int, config: TrainConfig, generator: torch.Generator,
+                guard: OverfittingGuard | None) -> dict:
+    """The full training state after ``epoch`` (0-based): everything a resume needs to continue exactly."""
+    assert at.optimizer is not None and at.loss_fn is not None
+    phase_index, phase = config.phase_at(epoch)
+    return {"model_spec": to_dict(at.spec), "state_dict": at.model.state_dict(), "optimizer": at.optimizer.state_dict(),
+            "loss_state": at.loss_fn.state_dict(),
+            "epoch": epoch + 1, "phase": {"index": phase_index, "loss": phase.loss}, "history": at.history,
+            "config": to_dict(config),
+            "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()},
+            "guard": guard.state_dict() if guard is not None else None}
+
+
+def _test_accuracy(model: Classifier, data: Dataset, dev: torch.device, desc: str) -> float:
+    """Clean test accuracy; NaN/inf logits mean the last update diverged (see ``divergence.py``)."""
+    try:
+        predictions = predict(model, data.test, device=dev, require_finite=True)
+    except NonFiniteOutputError as err:
+        raise NonFiniteLossError(f"{desc}: after the epoch's last update {err}, although the loss stayed "
+                                 "finite") from None
+    return float((predictions == data.test.labels).float().mean())
+
+
+@contextlib.contextmanager
+def _stops_on_divergence(run_dir: Path, config: TrainConfig, optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Turn a divergence inside the block into the error the user sees: what happened, that nothing
+    was saved after the last good epoch, and the learning rate that was in effect when it happened."""
+    try:
+        yield
+    except NonFiniteLossError as err:
+        kept = run_dir / LAST_CHECKPOINT
+        kept_text = kept if kept.exists() else "none (failed in the first epoch)"
+        in_effect = optimizer.param_groups[0]["lr"]
+        base = "" if in_effect == config.optimizer.lr else f"; optimizer.lr is {config.optimizer.lr:g}"
+        raise NonFiniteLossError(
+            f"{err}. Training stopped; the last good checkpoint is kept: {kept_text}. "
+            f"Try a lower learning rate (the rate in effect was {in_effect:g}{base})."
+        ) from None
 
 
 def _guard_check(guard: OverfittingGuard, epoch: int, phase_index: int, config: TrainConfig, model: Classifier,
@@ -272,7 +362,7 @@ def is_complete(run_dir: str | Path, config: TrainConfig) -> bool:
     run_dir = Path(run_dir)
     if not (run_dir / MODEL_FILE).exists() or not (run_dir / "config.yaml").exists():
         return False
-    return _comparable(yaml.safe_load((run_dir / "config.yaml").read_text())) == to_dict(config)
+    return _comparable(_read_config_file(run_dir / "config.yaml")) == to_dict(config)
 
 
 def _comparable(raw: object) -> object:
@@ -284,40 +374,57 @@ def _comparable(raw: object) -> object:
         return raw  # not loadable as a TrainConfig: compared as is, and so reported as different
 
 
+def _read_config_file(path: Path) -> dict:
+    """A run's config.yaml as a mapping; a damaged one is refused, naming the file and what to do."""
+    try:
+        raw = read_yaml(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        reason = f"it is not readable YAML ({str(err).strip().splitlines()[0]})"
+    else:
+        if isinstance(raw, dict):
+            return raw
+        reason = f"it holds {type(raw).__name__}, not a mapping of settings"
+    raise CheckpointError(f"{path} is damaged: {reason}. It records the run's settings: restore it, or delete it "
+                          "and rerun with the run's exact settings and --resume (the checkpoint is checked against "
+                          "them), or train into a new --out")
+
+
 def _claim_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     """Write config.yaml, refusing to overwrite a different or unfinished run by accident."""
     config_path = run_dir / "config.yaml"
     wanted = to_dict(config)
     if config_path.exists():
-        existing = _comparable(yaml.safe_load(config_path.read_text()))
         if not resume:
             raise CheckpointError(
                 f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
             )
+        existing = _comparable(_read_config_file(config_path))
         if existing != wanted:
+            assert isinstance(existing, dict)
             changed = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
-            raise CheckpointError(
-                f"cannot resume {run_dir}: its config differs in {', '.join(changed)}; use a new --out for a new config"
-            )
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(yaml.safe_dump(wanted, sort_keys=False))
+            raise CheckpointError(f"cannot resume {run_dir}: its config ({config_path}) differs in "
+                                  f"{', '.join(changed)}; use a new --out for a new config")
+    text = yaml.safe_dump(wanted, sort_keys=False)
+    if not config_path.exists() or config_path.read_text(encoding="utf-8") != text:
+        # Same settings, other text (an older version's file, or one cut short where every missing key
+        # has its default): rewritten, so the file always states the run's settings in full.
+        atomic_write(config_path, lambda f: f.write(text.encode("utf-8")), mode=0o644)
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        # Union of the rows' keys in first-seen order: a resumed run may add a column
-        # (e.g. adv_fraction) that rows written by an older version lack.
-        fieldnames = list(dict.fromkeys(key for row in history for key in row))
-        writer = csv.DictWriter(f, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(path)
+    buffer = io.StringIO(newline="")
+    # Union of the rows' keys in first-seen order: a resumed run may add a column
+    # (e.g. adv_fraction) that rows written by an older version lack.
+    fieldnames = list(dict.fromkeys(key for row in history for key in row))
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(history)
+    text = buffer.getvalue()
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")), mode=0o644)
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
-    return from_dict(TrainConfig, yaml.safe_load(path.read_text()), path="")
+    return from_dict(TrainConfig, _read_config_file(path), path="")
