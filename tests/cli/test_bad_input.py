@@ -25,7 +25,7 @@ import pytest
 import torch
 
 from robustloss.cli import build_parser, main
-from robustloss.cli_eval import eval_config
+from robustloss.cli.eval import eval_config
 from robustloss.config import parse_number, read_yaml, read_yaml_value
 from robustloss.errors import ConfigError
 from robustloss.experiments.store import ResultsStore

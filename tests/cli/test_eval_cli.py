@@ -105,6 +105,6 @@ def test_weights_that_do_not_fit_are_refused(user_model, tmp_path, capsys):
 
 
 def test_eps_accepts_fractions_of_the_8_bit_range():
-    from robustloss.cli_eval import _eps_list
+    from robustloss.cli.eval import _eps_list
 
     assert _eps_list("8/255, 0.1,1e-2,none") == [8 / 255, 0.1, 0.01, None]

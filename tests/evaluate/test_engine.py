@@ -96,7 +96,8 @@ def test_comparison_table_layout(evaluation, tmp_path):
     fgsm = rows[1]
     assert fgsm.paper["ce"] == 71.5
     assert fgsm.ours["ce"] == pytest.approx(100 * evaluation.accuracy(evaluation.find("fgsm", 0.1)))
-    markdown = write_comparison({"ce": evaluation}, {"ce": "CE"}, "mnist-5k", tmp_path, title="t")
+    markdown = write_comparison({"ce": evaluation}, {"ce": "CE"}, "mnist-5k", tmp_path, title="t",
+                                published="pc-table1")
     assert "| Clean | - |" in markdown and "71.5" in markdown and "clean-misclassified" in markdown
     csv_text = (tmp_path / "results.csv").read_text().splitlines()
     assert csv_text[0] == "attack,eps,method,ours,paper,difference"

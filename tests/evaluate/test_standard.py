@@ -195,7 +195,7 @@ def test_only_the_front_door_calls_the_engine():
     callers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
                      if "run_plan(" in p.read_text() and p.name != "engine.py")
     assert callers == ["evaluate/run.py"]
-    for path in ("cli_eval.py", "experiments/runner.py", "evaluate/standard.py"):
+    for path in ("cli/eval.py", "experiments/runner.py", "evaluate/standard.py"):
         assert "run_evaluation(" in (root / path).read_text()
 
 

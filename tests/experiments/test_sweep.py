@@ -11,7 +11,7 @@ import pytest
 
 from robustloss.cli import main
 from robustloss.errors import ConfigError
-from robustloss.experiments.commands import parse_over, sweep_overrides
+from robustloss.cli.experiments import parse_over, sweep_overrides
 from robustloss.experiments.runner import ExperimentRunner
 from robustloss.experiments.schema import load_experiment
 from robustloss.report.experiment import build_report

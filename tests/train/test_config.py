@@ -38,6 +38,13 @@ def test_parse_recipe():
         parse_recipe("ce50")
 
 
+@pytest.mark.parametrize("text, message", [("ce:2,,pc:1", "phase 2 of 3 is empty"), ("", "empty"),
+                                           ("ce:2,", "phase 2 of 2 is empty")])
+def test_parse_recipe_refuses_empty_phases(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_recipe(text)
+
+
 def test_phase_lookup():
     config = TrainConfig(recipe=[Phase("ce", 2), Phase("pc", 3)])
     assert [config.phase_at(e)[1].loss for e in range(5)] == ["ce", "ce", "pc", "pc", "pc"]

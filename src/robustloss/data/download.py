@@ -8,6 +8,7 @@ mismatch, Ctrl-C - removes the temp file, so a file with the final name is alway
 
 from __future__ import annotations
 
+import logging
 import hashlib
 import http.client
 import os
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import IO
 
 from robustloss.errors import DownloadError
+from robustloss.progress import show_progress
+
+_log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60.0  # per socket operation, not for the whole file
@@ -35,11 +39,11 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_file(url: str, destination: Path, md5: str, *, progress: bool = True) -> Path:
+def download_file(url: str, destination: Path, md5: str, *, progress: bool | None = None) -> Path:
     """Fetch ``url`` to ``destination`` if it is not already there with checksum ``md5``."""
     destination = Path(destination)
     if destination.is_file() and md5_of(destination) == md5:
-        _say(f"{destination} already present, checksum ok", progress)
+        _log.info(f"{destination} already present, checksum ok")
         return destination
     destination.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
@@ -100,10 +104,6 @@ def _progress_bar(total: int | None, label: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(
-        total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, disable=not enabled, file=sys.stderr
+        total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, disable=not show_progress(enabled), file=sys.stderr
     )
 
-
-def _say(message: str, enabled: bool) -> None:
-    if enabled:
-        print(message, file=sys.stderr)

@@ -9,8 +9,8 @@ so a second fetch is a checksum check, and a small marker file records that it w
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from pathlib import Path
 
 from robustloss.data.download import download_file
@@ -19,12 +19,14 @@ from robustloss.data.registry import DATASETS
 from robustloss.data.root import data_root
 from robustloss.data.spec import DatasetSpec, Download
 
+_log = logging.getLogger(__name__)
+
 
 def fetch_dataset(
     name: str,
     data_dir: str | os.PathLike[str] | None = None,
     *,
-    progress: bool = True,
+    progress: bool | None = None,
     mirror: str | None = None,
 ) -> Path:
     """Download (and unpack) dataset ``name``; return the data root to load it from.
@@ -36,16 +38,16 @@ def fetch_dataset(
     return fetch_spec(DATASETS.get(name), data_root(data_dir), progress=progress, mirror=mirror)
 
 
-def fetch_spec(spec: DatasetSpec, root: Path, *, progress: bool = True, mirror: str | None = None) -> Path:
+def fetch_spec(spec: DatasetSpec, root: Path, *, progress: bool | None = None, mirror: str | None = None) -> Path:
     if spec.embedded:
-        _say(f"{spec.name} is embedded in an installed Python package; nothing to download.", progress)
+        _log.info(f"{spec.name} is embedded in an installed Python package; nothing to download.")
         return root
     folder = root / spec.name
     for item in spec.downloads:
         archive = download_file(_url(item, mirror), folder / item.filename, item.md5, progress=progress)
         if item.extract:
             _extract_once(archive, root, item, progress)
-    _say(f"{spec.name} is ready under {root}", progress)
+    _log.info(f"{spec.name} is ready under {root}")
     return root
 
 
@@ -63,13 +65,9 @@ def _extract_once(archive: Path, root: Path, item: Download, progress: bool) -> 
         md5, *placed = marker.read_text().split("\n")
         placed = [p for p in placed if p]
         if md5 == item.md5 and placed and all((root / p).exists() for p in placed):
-            _say(f"{archive.name} already unpacked", progress)
+            _log.info(f"{archive.name} already unpacked")
             return
-    _say(f"unpacking {archive.name} into {root}", progress)
+    _log.info(f"unpacking {archive.name} into {root}")
     placed_paths = extract_archive(archive, root)
     marker.write_text("\n".join([item.md5, *(p.name for p in placed_paths)]) + "\n")
 
-
-def _say(message: str, enabled: bool) -> None:
-    if enabled:
-        print(message, file=sys.stderr)

@@ -123,7 +123,11 @@ class EvaluateConfig:
     n_test: int | None = None  # the first N test samples only
     batch_size: int = 500
     mode: Literal["protocol", "worst-case"] = "protocol"
-    objective: str | None = None  # objective of every attack that does not choose one
+    # Objective of every attack that does not choose one. "adaptive" (the default everywhere: Python,
+    # the CLI, experiment files) is the one that fits the model's training loss: ce for softmax heads,
+    # mmc for MMC's center head, the logit margin (cw) for models robustloss did not train. None leaves
+    # each attack at its own default (ce, as in the papers' protocols).
+    objective: str | None = "adaptive"
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # attack or label -> params
     diagnostics: bool = True
     seed: int = 0

@@ -53,6 +53,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustloss import distributed
+from robustloss.progress import show_progress
 from robustloss.checkpoint import atomic_save, remove_stale_temporaries
 from robustloss.data.split import ImageSplit
 from robustloss.device import resolve_device
@@ -82,7 +83,7 @@ class _Run:
     cache: ChunkCache | None
     fingerprint: str
     save_adversarial: Path | None
-    progress: bool
+    progress: bool | None
     redraws: int
     batches_per_rank: list = field(default_factory=list)  # under torchrun: how the batches of each attack were dealt
 
@@ -96,7 +97,7 @@ def run_plan(
     device: str | torch.device | None = "auto",
     cache_dir: str | Path | None = None,
     save_adversarial: str | Path | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     log: Callable[[str], None] = _log.info,
     meta: dict | None = None,
 ) -> Evaluation:
@@ -198,7 +199,7 @@ def _run_attack(run: _Run, attack, spec: AttackSpec, eps, indices: np.ndarray, s
     mine = [starts[i] for i in distributed.my_share(len(starts))]  # all of them in a single process
     done: list[tuple[int, dict]] = []
     for start in tqdm(mine, desc=f"{spec.name} eps={shown}", leave=False,
-                      disable=not run.progress or not distributed.is_main()):
+                      disable=not show_progress(run.progress) or not distributed.is_main()):
         idx = indices[start : start + batch_size]
         batch_seed = _derived_seed(run.config.seed, spec.name, eps, int(idx[0]))
         # precision joins the key only when it is not fp32, so caches written before it existed stay valid

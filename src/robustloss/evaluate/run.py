@@ -105,7 +105,7 @@ def run_evaluation(
     device: str | torch.device | None = "auto",
     cache_dir: str | Path | None = None,
     save_adversarial: str | Path | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     log: Callable[[str], None] = _log.info,
     meta: dict | None = None,
     sanity: bool = True,
@@ -218,7 +218,7 @@ def evaluate(
     batch_size: int = 500,
     max_samples: int | None = None,
     mode: Literal["protocol", "worst-case"] = "protocol",
-    objective: str | None = None,
+    objective: str | None = "adaptive",
     precision: Literal["fp32", "bf16"] = "fp32",
     redraws: int = 10,
     diagnostics: bool = False,
@@ -226,13 +226,27 @@ def evaluate(
     device: str | torch.device | None = "auto",
     cache_dir: str | Path | None = None,
     save_adversarial: str | Path | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     log: Callable[[str], None] = _log.info,
     meta: dict | None = None,
 ) -> Evaluation:
     """Run ``plan`` on ``data`` (``ImageSplit``, ``(x, y)`` tensors or a ``DataLoader``): the Python
-    shorthand for ``run_evaluation(model, data, EvaluateConfig(attacks=plan, ...))``. ``diagnostics``
-    adds the probe attacks and the gradient-masking checks (``diagnostics_of(evaluation)``)."""
+    shorthand for ``run_evaluation(model, data, EvaluateConfig(attacks=plan, ...))``.
+
+    * ``plan``: ``AttackSpec``s (an attack or preset name, its budgets, parameters, a label).
+    * ``mode``: ``"protocol"`` attacks every sample with every attack, and each summary row is that
+      attack's own accuracy (a paper's table); ``"worst-case"`` gives each attack only the samples the
+      ones before it left standing, so each summary row is the running worst case over the attacks so
+      far, and the last row at a budget is the ensemble's robust accuracy.
+    * ``objective``: the loss every attack that does not choose one maximises; ``"adaptive"`` (the
+      default) fits the model's training loss (ce, mmc, or the logit margin for an unknown model).
+    * ``max_samples``: the first N samples only; ``seed``: every attack's randomness (per sample, so
+      results do not depend on the batch size); ``batch_size``: samples per attack call.
+    * ``diagnostics``: adds the probe attacks and the gradient-masking checks (``diagnostics_of``).
+    * ``progress``: bars on a terminal only by default; ``log``: where progress lines go (the
+      ``robustloss`` logger by default; nothing is printed unless logging is configured).
+
+    The model's train/eval mode and ``requires_grad`` flags are restored afterwards."""
     config = EvaluateConfig(attacks=list(plan), n_test=max_samples, batch_size=batch_size, mode=mode,
                             objective=objective, diagnostics=diagnostics, seed=seed, precision=precision,
                             defense=defense, redraws=redraws)

@@ -20,13 +20,13 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
+import logging
 import subprocess
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
-
 
 from robustloss import distributed
 from robustloss.data import load_dataset
@@ -39,6 +39,8 @@ from robustloss.experiments.store import ResultsStore, StoreError
 from robustloss.models.saved import load_model
 from robustloss.train import TrainConfig, is_complete, train
 from robustloss.train.trainer import MODEL_FILE
+
+_log = logging.getLogger(__name__)
 
 STORE_FILE = "results.sqlite"
 
@@ -136,8 +138,8 @@ def _file_lock(folder: Path, wait: bool) -> Iterator[None]:
 
 class ExperimentRunner:
     def __init__(self, root: str | Path = "runs", *, store: ResultsStore | None = None, device: str = "auto",
-                 data_dir: str | Path | None = None, progress: bool = True, tensorboard: bool = False,
-                 log: Callable[[str], None] = print):
+                 data_dir: str | Path | None = None, progress: bool | None = None, tensorboard: bool = False,
+                 log: Callable[[str], None] = _log.info):
         self.root = Path(root)
         self.local_store = store or ResultsStore(self.root / STORE_FILE)
         # Under torchrun every rank runs the grid, but only rank 0 touches the store; the others

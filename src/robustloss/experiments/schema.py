@@ -34,6 +34,7 @@ from robustloss.config import from_dict, read_yaml, to_dict, yaml_error_text
 from robustloss.errors import ConfigError
 from robustloss.evaluate.config import AttackSpec, EvaluateConfig, check_linf_budget
 from robustloss.experiments.overrides import parse_assignment, set_dotted, split_path, substitute
+from robustloss.experiments.shipped import find_experiment
 from robustloss.train.config import TrainConfig
 
 SCALES = ("smoke", "demo", "paper")
@@ -219,9 +220,8 @@ def config_hash(config: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------
 def load_experiment(path: str | Path, scale: str | None = None, overrides: list[str] | tuple = ()) -> Experiment:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such experiment file (see configs/ for the papers' tables)")
+    """The experiment in the YAML file ``path``, or the shipped experiment of that name (``pc-table1``)."""
+    path = find_experiment(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; expected an experiment YAML file such as configs/pc_table1.yaml")
     try:

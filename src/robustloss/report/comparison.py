@@ -37,7 +37,7 @@ def compare_with_paper(
     evaluations: dict[str, Evaluation], published: PublishedTable, dataset: str
 ) -> tuple[list[ComparisonRow], list[str]]:
     """(rows, paper rows we did not run) for methods keyed as in the published table."""
-    keys = published.rows(dataset)
+    keys = published.rows(dataset) or [("clean", None)]  # clean accuracy opens the table with or without a paper
     for evaluation in evaluations.values():
         for r in evaluation.records:
             key = (r.name, None if r.eps is None else round(r.eps, 6))
@@ -63,9 +63,10 @@ def _diff(ours: float | None, paper: float | None) -> str:
 
 
 def to_markdown(rows: list[ComparisonRow], labels: dict[str, str], title: str, notes: list[str]) -> str:
+    with_paper = any(v is not None for row in rows for v in row.paper.values())  # no paper: our columns only
     header = ["Attack", "ε"]
     for label in labels.values():
-        header += [f"{label} ours", f"{label} paper", "Δ"]
+        header += [f"{label} ours", f"{label} paper", "Δ"] if with_paper else [label]
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     previous = None
     for row in rows:
@@ -81,7 +82,7 @@ def to_markdown(rows: list[ComparisonRow], labels: dict[str, str], title: str, n
         cells = [name, "-" if row.eps is None else f"{row.eps:g}"]
         for method in labels:
             ours, paper = row.ours.get(method), row.paper.get(method)
-            cells += [_fmt(ours), _fmt(paper), _diff(ours, paper)]
+            cells += [_fmt(ours), _fmt(paper), _diff(ours, paper)] if with_paper else [_fmt(ours)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"- {note}" for note in notes]

@@ -9,6 +9,7 @@ training curves), the gradient-masking diagnostics, and one self-contained HTML 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from robustloss.evaluate.records import Evaluation
 from robustloss.evaluate.worst_case import worst_case_robust
 from robustloss.experiments.store import ResultsStore
 from robustloss.report.table import Cell, ReportTable, TableRow, TableSection
+
+_log = logging.getLogger(__name__)
 
 WORST_CASE = "worst case"
 DIAGNOSTIC_PREFIX = "diag-"  # probe attacks added for the diagnostics; not rows of the paper's table
@@ -63,7 +66,7 @@ def seed_axes(axes: list[str]) -> list[str]:
 
 
 def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale: str | None = None,
-                 log: Callable[[str], None] = print) -> ReportFiles:
+                 log: Callable[[str], None] = _log.info) -> ReportFiles:
     from robustloss.report.html import build_html
     from robustloss.report.render import diagnostics_markdown, to_csv, to_latex, to_markdown, write_text_atomic
     from robustloss.report.analyses import collect_analyses

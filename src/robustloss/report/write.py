@@ -8,7 +8,7 @@ import numpy as np
 
 from robustloss.evaluate.records import Evaluation
 from robustloss.evaluate.worst_case import worst_case_robust
-from robustloss.reference.published import PAPER_DATASET, load_published
+from robustloss.reference.published import PAPER_DATASET, PublishedTable, load_published
 from robustloss.report.comparison import ComparisonRow, compare_with_paper, to_csv, to_markdown
 from robustloss.report.render import write_text_atomic
 
@@ -47,12 +47,16 @@ def write_comparison(
     *,
     title: str,
     notes: list[str] = (),
-    published: str = "pc-table1",
+    published: str | None = None,
 ) -> str:
-    """Write ``results.md`` and ``results.csv`` into ``out_dir``; return the Markdown."""
+    """Write ``results.md`` and ``results.csv`` into ``out_dir``; return the Markdown. ``published``
+    names a paper's table (``pc-table1``) to print beside ours; without it the table is ours alone."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, missing = compare_with_paper(evaluations, load_published(published), PAPER_DATASET.get(dataset, dataset))
+    table = load_published(published) if published else PublishedTable(name="", cells={})
+    rows, missing = compare_with_paper(evaluations, table, PAPER_DATASET.get(dataset, dataset))
+    if not published:
+        missing = []
     rows += worst_case_rows(evaluations)
     first = next(iter(evaluations.values()))
     all_notes = [ACCURACY_CONVENTION, *notes, *describe_attacks(first)]

@@ -244,17 +244,21 @@ class TrainConfig:
         raise IndexError(f"epoch {epoch} is past the recipe's {self.total_epochs} epochs")
 
 
-def parse_recipe(text: str) -> list[Phase]:
-    """``"ce:10,pc:10"`` -> [Phase("ce", 10), Phase("pc", 10)] (the CLI form of a recipe)."""
-    phases = []
+def parse_recipe(text: str, where: str = "recipe") -> list[Phase]:
+    """``"ce:10,pc:10"`` -> [Phase("ce", 10), Phase("pc", 10)] (the CLI form of a recipe).
+
+    An empty phase (``"ce:2,,pc:1"``) is refused rather than skipped: it is more likely a phase lost
+    while editing than an intended shorter recipe."""
+    expected = "expected LOSS:EPOCHS[,LOSS:EPOCHS...], e.g. ce:10,pc:10"
     parts = [p.strip() for p in text.split(",")]
-    if any(not p for p in parts) and any(parts):
-        raise ConfigError(f"recipe: an empty phase in {text!r}; expected LOSS:EPOCHS[,LOSS:EPOCHS...], e.g. 'ce:10,pc:10'")
-    for part in filter(None, parts):
+    phases = []
+    for i, part in enumerate(parts):
+        if not part:
+            if len(parts) == 1:
+                raise ConfigError(f"{where}: empty; {expected}")
+            raise ConfigError(f"{where} {text!r}: phase {i + 1} of {len(parts)} is empty; {expected}")
         loss, sep, epochs = part.partition(":")
         if not sep or not epochs.strip().isdigit():
-            raise ConfigError(f"recipe: expected LOSS:EPOCHS[,LOSS:EPOCHS...], e.g. 'ce:10,pc:10'; got {part!r}")
+            raise ConfigError(f"{where}: {expected}; got {part!r}")
         phases.append(Phase(loss.strip(), int(epochs)))
-    if not phases:
-        raise ConfigError("recipe: empty; expected e.g. 'ce:10,pc:10'")
     return phases

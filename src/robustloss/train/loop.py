@@ -27,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from robustloss import distributed
+from robustloss.progress import show_progress
 from robustloss.models.modes import kept_modes
 from robustloss.attacks.precision import full_precision
 from robustloss.data.split import ImageSplit
@@ -58,7 +59,7 @@ def train_one_epoch(
     augment: Callable[[Tensor, torch.Generator], Tensor] | None,
     device: torch.device,
     desc: str = "",
-    progress: bool = True,
+    progress: bool | None = None,
     adversarial: AdversarialHook | None = None,
     precision: str = "fp32",
     channels_last: bool = False,
@@ -73,7 +74,8 @@ def train_one_epoch(
     run_step = distributed.data_parallel(step_module, device) if job is not None else step_module
     epoch_seed = distributed.rank_seed(generator) if job is not None else 0
     total_loss, total_correct, seen, adversarial_seen = 0.0, 0, 0, 0
-    bar = tqdm(range(0, len(split), batch_size), desc=desc, leave=False, disable=not progress, unit="batch")
+    bar = tqdm(range(0, len(split), batch_size), desc=desc, leave=False, disable=not show_progress(progress),
+               unit="batch")
     for step, start in enumerate(bar):
         x, y = split.batch(order[start : start + batch_size])
         if augment is not None:

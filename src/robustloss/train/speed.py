@@ -16,6 +16,7 @@ whatever the device, so a run stays reproducible and resumable exactly as on the
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -28,6 +29,8 @@ from robustloss.errors import ConfigError, RobustlossError
 from robustloss.losses.base import Loss
 from robustloss.models.classifier import Classifier
 from robustloss.train.config import TrainConfig
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["CompileFailedError", "autocast_context", "check_supported", "explain_compile_errors",
            "full_precision_loss", "place_training_data", "prepare_batch", "prepare_model", "release_model"]
@@ -53,7 +56,7 @@ def check_supported(config: TrainConfig, device: torch.device) -> None:
 
 # --- where the training data lives -------------------------------------------------------------
 def place_training_data(split: ImageSplit, mode: str, device: torch.device,
-                        log: Callable[[str], None] = print) -> ImageSplit:
+                        log: Callable[[str], None] = _log.info) -> ImageSplit:
     """The training split on ``device`` (``always``, or ``auto`` when it fits), else as it is."""
     if mode not in ("auto", "always", "never"):
         raise ConfigError(f"data_on_device: expected auto, always or never; got {mode!r}")

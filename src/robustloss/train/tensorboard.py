@@ -8,8 +8,11 @@ the same curves.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable
+
+_log = logging.getLogger(__name__)
 
 # Columns of a metrics row worth plotting (adv_fraction only exists in adversarial runs).
 SCALARS = ("train_loss", "train_acc", "test_acc", "lr", "seconds", "adv_fraction")
@@ -45,7 +48,7 @@ class ScalarWriter:
         self.close()
 
 
-def open_scalar_writer(log_dir: str | Path | None, log: Callable[[str], None] = print) -> ScalarWriter:
+def open_scalar_writer(log_dir: str | Path | None, log: Callable[[str], None] = _log.info) -> ScalarWriter:
     """A writer into ``log_dir``; inactive when ``log_dir`` is None or TensorBoard is missing."""
     if log_dir is None:
         return ScalarWriter()

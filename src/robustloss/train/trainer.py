@@ -32,6 +32,7 @@ import contextlib
 import csv
 import dataclasses
 import io
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,8 @@ from robustloss.train.run_checkpoints import (LAST_CHECKPOINT, drop_previous_sta
 from robustloss.train.speed import (check_supported, explain_compile_errors, place_training_data, prepare_model,
                                     release_model)
 from robustloss.train.tensorboard import open_scalar_writer
+
+_log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 
@@ -139,8 +142,8 @@ def train(
     data_dir: str | Path | None = None,
     resume: bool = False,
     device: str | None = "auto",
-    progress: bool = True,
-    log: Callable[[str], None] = print,
+    progress: bool | None = None,
+    log: Callable[[str], None] = _log.info,
     on_epoch: Callable[[dict, Path], None] | None = None,
     tensorboard: str | Path | None = None,
 ) -> TrainResult:
@@ -224,7 +227,7 @@ class _Run:
     generator: torch.Generator
     augment: Callable | None
     device: torch.device
-    progress: bool
+    progress: bool | None
     guard: OverfittingGuard | None
     log: Callable[[str], None]
 

@@ -23,7 +23,7 @@ from robustloss.errors import ConfigError
 from robustloss.experiments.runner import STORE_FILE
 
 
-def add_command(sub) -> None:
+def add_analyze_parser(sub) -> None:
     analyze = sub.add_parser("analyze", help="analyses of trained models: probability gaps, misclassification "
                                              "rank, feature embeddings, low-dimensional feature space")
     kinds = analyze.add_subparsers(metavar="ANALYSIS")

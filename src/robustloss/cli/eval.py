@@ -18,14 +18,26 @@ import math
 from pathlib import Path
 from typing import Any
 
+from robustloss.cli.common import add_common
 from robustloss.config import parse_number, read_yaml_value
 from robustloss.errors import ConfigError
 
 DEFAULT_ATTACKS = "fgsm,bim,pgd,mim"
 DEFAULT_EPS = "0.1,0.2,0.3"
+# The field's budget conventions (documented in the README): the PC paper's 0.1/0.2/0.3 on gray digits,
+# 8/255 (CIFAR-10, RobustBench) on colour images; for L2, 2.0 on gray digits and 0.5 on colour.
+CONVENTIONAL_EPS = {("linf", 1): DEFAULT_EPS, ("linf", 3): "8/255", ("l2", 1): "2.0", ("l2", 3): "0.5"}
 
 
-def add_eval_parser(sub: argparse._SubParsersAction, add_common) -> None:
+def conventional_eps(dataset: str | None, norm: str = "linf") -> str:
+    """The default --eps for ``dataset``: by its number of colour channels (gray or RGB)."""
+    from robustloss.data import DATASETS
+
+    channels = DATASETS.get(dataset).image_shape[0] if dataset and dataset in DATASETS else 1
+    return CONVENTIONAL_EPS.get((norm, channels), DEFAULT_EPS)
+
+
+def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="attack a trained run or any model: paper table, worst case, standard "
                                      "ensemble, gradient-masking diagnostics")
     ev.add_argument("run", nargs="?", help="run directory written by `robustloss train` (or use --model)")
@@ -45,7 +57,12 @@ def add_eval_parser(sub: argparse._SubParsersAction, add_common) -> None:
     ev.add_argument("--norm", choices=["linf", "l2"], default="linf", help="with --standard: the threat model")
     ev.add_argument("--attacks", help=f"comma-separated attack or preset names (default {DEFAULT_ATTACKS}; see "
                                       "`robustloss attacks`)")
-    ev.add_argument("--eps", help=f"comma-separated budgets on [0, 1] images (default {DEFAULT_EPS}), written "
+    ev.add_argument("--compare", metavar="TABLE", choices=["pc-table1"],
+                    help="print a paper's numbers beside ours (pc-table1: the PC paper's Table 1, for a model "
+                         "trained like the paper's); by default the table shows our numbers only")
+    ev.add_argument("--eps", help="comma-separated budgets on [0, 1] images (default: the dataset's convention: "
+                                  "0.1,0.2,0.3 on gray digits, 8/255 on colour images; with --norm l2, 2.0 and "
+                                  "0.5), written "
                                   "0.03, 3e-2 or 8/255; 'none' or 'inf' runs minimum-norm attacks unbounded. "
                                   "L-inf budgets above 1 are refused (they allow any image: most likely 0-255 "
                                   "units); L2 budgets above 1 are fine")
@@ -98,7 +115,6 @@ def eval_config(args: argparse.Namespace, num_classes: int = 10, adaptive: str |
         raise ConfigError(f"{args.config}: attacks: is an empty list: nothing to evaluate; list at least one "
                           "attack, leave the key out for the defaults, or pass --attacks")
     raw = dict(raw)
-    raw.setdefault("objective", "adaptive")
     from_flags = {}
     for key, value in (("n_test", args.n_test), ("batch_size", args.batch_size), ("seed", args.seed),
                        ("mode", args.mode), ("precision", args.precision), ("redraws", args.redraws),
@@ -153,10 +169,15 @@ def _standard_attacks(args: argparse.Namespace, num_classes: int, adaptive: str 
 
     if args.attacks:
         raise ConfigError("--standard runs its own ensemble: drop --attacks (or drop --standard)")
-    eps = _eps_list(args.eps or DEFAULT_EPS)
+    eps = _eps_list(_budgets(args))
     if None in eps:
         raise ConfigError("--standard needs numeric --eps budgets")
     return standard_plan(args.norm, eps, version, num_classes=num_classes, adaptive_objective=adaptive)
+
+
+def _budgets(args: argparse.Namespace) -> str:
+    """--eps as given, else the dataset's conventional budgets (``cmd_eval`` sets them), else 0.1,0.2,0.3."""
+    return args.eps or getattr(args, "default_eps", None) or DEFAULT_EPS
 
 
 def _eps_list(text: str) -> list[float | None]:
@@ -207,7 +228,7 @@ def _flag_attacks(args: argparse.Namespace, objective: str | None) -> list:
     from robustloss.attacks import ATTACKS
     from robustloss.evaluate.config import AttackSpec
 
-    eps = _eps_list(args.eps or DEFAULT_EPS)
+    eps = _eps_list(_budgets(args))
     extra = _attack_params(args.param)
     plan = []
     for name in filter(None, (a.strip() for a in (args.attacks or DEFAULT_ATTACKS).split(","))):
@@ -264,6 +285,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from robustloss.evaluate.diagnostics import format_diagnostics
     from robustloss.evaluate.run import diagnostics_of, run_evaluation
 
+    args.default_eps = conventional_eps(_dataset_of(args), args.norm)  # used where --eps is not given
     first = eval_config(args)  # every flag checked before a model or data is loaded
     model, dataset, title, method, out = _load(args)
     data = load_dataset(dataset, args.data_dir)
@@ -275,7 +297,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = eval_config(args, int(getattr(model, "num_classes", 10) or 10), adaptive, version)
     evaluation = run_evaluation(
         model, data.test, config, device=args.device, cache_dir=None if args.no_cache else out / "chunks",
-        save_adversarial=out / "adversarial" if args.save_adv else None, progress=not args.no_progress,
+        save_adversarial=out / "adversarial" if args.save_adv else None, progress=args.progress,
         log=print, meta={"run": str(args.run or args.model), "dataset": dataset}
         | ({"standard": version} if args.standard else {}),
     )
@@ -288,7 +310,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from robustloss.report import write_comparison
 
         print()
-        print(write_comparison({method: evaluation}, {method: method.upper()}, dataset, out, title=title))
+        print(write_comparison({method: evaluation}, {method: method.upper()}, dataset, out, title=title,
+                               published=args.compare))
     diagnostics = diagnostics_of(evaluation)
     if diagnostics:
         table = format_diagnostics(diagnostics)
@@ -298,6 +321,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"Wrote per-sample records {out / 'records.npz'}" + ("" if args.standard else
                                                              f", {out / 'results.md'} and {out / 'results.csv'}"))
     return 0
+
+
+def _dataset_of(args: argparse.Namespace) -> str | None:
+    """The dataset eval will load, known before the model is (None when the run folder cannot say)."""
+    if args.model or not args.run:
+        return args.dataset
+    from robustloss.train import load_config
+
+    try:
+        return load_config(Path(args.run)).dataset
+    except Exception:  # a missing or damaged run folder: _load reports it properly just after
+        return None
 
 
 def _stochastic(model, config, split) -> bool:
@@ -313,7 +348,7 @@ def _stochastic(model, config, split) -> bool:
 def _print_standard(evaluation, args: argparse.Namespace, out: Path) -> None:
     from robustloss.evaluate.standard import report_from_evaluation
 
-    report = report_from_evaluation(evaluation, args.norm, _eps_list(args.eps or DEFAULT_EPS),
+    report = report_from_evaluation(evaluation, args.norm, _eps_list(_budgets(args)),
                                     evaluation.meta.get("standard", args.version or "standard"))
     lines = ["| attack | eps | attacked | broken first | robust after | seconds |", "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {r['attack']} | {r['eps']:g} | {r['attacked']} | {r['newly_broken']} | "

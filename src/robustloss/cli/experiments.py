@@ -12,14 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from robustloss.cli.common import add_progress_flag
 from robustloss.errors import ConfigError, RobustlossError
+from robustloss.experiments.shipped import find_experiment
 
 DEFAULT_ROOT = "runs"
 
 
-def add_commands(sub) -> None:
+def add_experiment_parsers(sub) -> None:
     run = sub.add_parser("run", help="run an experiment config: expand its grid, train or reuse, evaluate, store")
-    run.add_argument("config", help="experiment YAML, e.g. configs/pc_table1.yaml")
+    run.add_argument("config", help="a shipped experiment's name (pc-table1; `robustloss configs` lists them) or an experiment YAML file")
     run.add_argument("--scale", choices=["smoke", "demo", "paper"], help="preset from the file's scales: block")
     run.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
                      help="override any value, e.g. --set train.optimizer.lr=1e-3 (read as YAML, numbers as Python "
@@ -30,7 +32,7 @@ def add_commands(sub) -> None:
     _add_root(run)
     run.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_flag(run)
     run.set_defaults(handler=closing_stores(cmd_run))
 
     sweep = sub.add_parser(
@@ -38,7 +40,7 @@ def add_commands(sub) -> None:
         description="Add (or replace) grid axes with --over, run the grid as `robustloss run` does (models are "
                     "trained once per training config and shared), then build the report with the sweep's CSV "
                     "and plots: a line plot for one axis, a heatmap and a 3-D surface for two.")
-    sweep.add_argument("config", help="experiment YAML, e.g. configs/isce_fig3.yaml")
+    sweep.add_argument("config", help="a shipped experiment's name (isce-fig3) or an experiment YAML file")
     sweep.add_argument("--over", action="append", default=[], metavar="KEY=VALUES",
                        help="a grid axis: KEY=V1,V2,... or KEY=LO:HI:N (evenly spaced) or KEY=LO:HI:N:log "
                             "(geometric, log-scale plot); e.g. --over vars.s=1:2:5, "
@@ -56,7 +58,7 @@ def add_commands(sub) -> None:
     _add_root(sweep)
     sweep.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
     sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    sweep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_flag(sweep)
     sweep.set_defaults(handler=closing_stores(cmd_sweep))
 
     ls = sub.add_parser("ls", help="list the runs in the results store with their status")
@@ -149,7 +151,7 @@ def _run_grid(args: argparse.Namespace, experiment, tensorboard: bool = False) -
     store.check_integrity()  # refuse to add results to a damaged file: they could not be read back
     root = Path(args.root)
     runner = ExperimentRunner(root, store=store, device=args.device, data_dir=args.data_dir,
-                              progress=not args.no_progress, tensorboard=tensorboard)
+                              progress=args.progress, tensorboard=tensorboard)
     outcomes = runner.run(experiment)
     failed: list = [o for o in outcomes if o.status == "failed"]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} cells done"
@@ -304,9 +306,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from robustloss.report.experiment import build_report, seed_axes
 
     check_root(args)
-    path = Path(args.config)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such experiment file (see configs/)")
+    path = find_experiment(args.config)
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top of the file (name:, train:, evaluate:, ...)")

@@ -1,130 +1,17 @@
-"""``robustloss`` command line: demo, run, ls, show, export, report, train, eval, attacks, data."""
+"""``robustloss train``: one training run from flags (and an optional ``--config`` YAML of TrainConfig keys)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import errno
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from robustloss.cli_eval import add_eval_parser
-from robustloss.config import parse_number, read_yaml_value
+from robustloss.cli.common import add_common, numbers
+from robustloss.config import read_yaml_value
 from robustloss.errors import ConfigError, RobustlossError
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "handler"):
-        parser.print_help()
-        return 2
-    if hasattr(args, "device"):
-        _join_torchrun_job(args)
-    finished = False
-    try:
-        if hasattr(args, "device"):
-            from robustloss.device import resolve_device
-
-            resolve_device(args.device)  # a device this machine lacks is refused before any work starts
-        code = args.handler(args) or 0
-        finished = True
-        return code
-    except RobustlossError as err:
-        return _error(str(err))
-    except BrokenPipeError:  # `robustloss ls | head`: the reader left; nothing is wrong with the data
-        # Point stdout at /dev/null, so that flushing it at exit does not fail a second time (Python docs).
-        with contextlib.suppress(OSError, ValueError):  # a captured stdout (tests) has no file descriptor
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except OSError as err:  # the system refused a read or write: full disk, permissions, read-only, ...
-        return _error(describe_os_error(err, resume_hint=args.handler is _cmd_train))
-    except RuntimeError as err:  # PyTorch reports a full disk as a RuntimeError of its zip writer
-        from robustloss.experiments.runner import describe_failure, disk_full
-
-        if not disk_full(err):
-            raise
-        return _error(describe_failure(err) + (" (with --resume)" if args.handler is _cmd_train else ""))
-    except KeyboardInterrupt:
-        print("\ninterrupted; finished epochs and evaluation chunks are kept: re-run the same command to continue "
-              "(`robustloss train` needs --resume)", file=sys.stderr)
-        return 130
-    finally:
-        from robustloss import distributed
-
-        # Leave the process group cleanly: a rank that exits with gloo's threads still running
-        # is aborted by the C++ runtime, and torchrun then reports the whole job as failed.
-        distributed.teardown(together=finished)
-
-
-def _error(message: str) -> int:
-    print(f"robustloss: error: {message}", file=sys.stderr)
-    return 1
-
-
-_DISK_FULL_ADVICE = ("The file being written was not completed; files written before it, the results store and "
-                     "finished runs are unchanged. Free some space, then run the same command again")
-
-
-def describe_os_error(err: OSError, resume_hint: bool = False) -> str:
-    """One line for an OSError that reached the command line: what the system refused, on which path,
-    and what to do about it."""
-    path = err.filename  # None when the write went through a file object; the writers fill it in where they can
-    where = f" {path}" if path is not None else ""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        what = "no space left on device" if err.errno == errno.ENOSPC else "disk quota exceeded"
-        return (f"{what}{' writing' + where if where else ''}. " + _DISK_FULL_ADVICE
-                + (" (with --resume)" if resume_hint else ""))
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied:{where}; choose a path you can write to, or change its permissions"
-    if err.errno == errno.EROFS:
-        return f"read-only file system:{where}; write the output somewhere else"
-    if err.errno == errno.ENOENT:  # also what creating a folder inside /proc or a vanished mount says
-        return f"no such file or folder:{where}; check the path (a folder to write into must exist or be creatable)"
-    if err.errno == errno.ENOTDIR:
-        return f"a part of{where} is a file where a folder is needed; choose another path"
-    if err.errno == errno.EISDIR:
-        return f"{path} is a folder; give a file name" if path else "expected a file, found a folder"
-    if err.errno == errno.EEXIST:
-        return f"{path} exists and is not a folder; choose another path" if path else str(err)
-    return f"{err.strerror or err}:{where}" if where else str(err)
-
-
-def _join_torchrun_job(args: argparse.Namespace) -> None:
-    """Under ``torchrun``: join the process group, take this rank's GPU, and keep every rank but
-    rank 0 quiet on stdout (they run the same command; one copy of its output is enough)."""
-    from robustloss import distributed
-
-    if not distributed.launched_by_torchrun():
-        return
-    state, args.device = distributed.setup(args.device)
-    if state is not None and not state.is_main:
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
-        args.no_progress = True
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robustloss", description=__doc__)
-    sub = parser.add_subparsers(metavar="COMMAND")
-
-    demo = sub.add_parser("demo", help="the PC paper's core claim on embedded MNIST: tables, plots, HTML report")
-    demo.add_argument("--root", default="runs", help="results folder (default: runs)")
-    demo.add_argument("--scale", choices=["smoke", "demo", "paper"], default="demo",
-                      help="configs/pc_demo.yaml preset (default: demo, a few minutes on 2 CPU cores)")
-    demo.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="overrides",
-                      help="override a value of configs/pc_demo.yaml")
-    _add_common(demo, data=False)
-    demo.set_defaults(handler=_cmd_demo)
-
-    from robustloss.experiments.commands import add_commands
-
-    add_commands(sub)
-    from robustloss.analysis.commands import add_command as add_analyze
-
-    add_analyze(sub)
-
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a model with a recipe of (loss, epochs) phases")
     train.add_argument("--config", help="YAML file with TrainConfig keys; flags below override it")
     train.add_argument("--dataset", help="dataset name (see `robustloss data list`)")
@@ -148,24 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="set any TrainConfig value, e.g. adversarial.guard.drop=0.3 (repeatable; applied last)")
     train.add_argument("--out", required=True, help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    _add_common(train)
+    add_common(train)
     train.set_defaults(handler=_cmd_train)
 
-    add_eval_parser(sub, _add_common)
-
-    attacks = sub.add_parser("attacks", help="list attacks, their parameters and the papers' presets")
-    attacks.set_defaults(handler=_cmd_attacks)
-
-    data = sub.add_parser("data", help="list datasets or download one")
-    data_sub = data.add_subparsers(metavar="ACTION")
-    listing = data_sub.add_parser("list", help="list datasets and whether they are on disk")
-    listing.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
-    listing.set_defaults(handler=_cmd_data_list)
-    fetch = data_sub.add_parser("fetch", help="download a dataset's canonical files and verify checksums")
-    fetch.add_argument("name")
-    fetch.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
-    fetch.set_defaults(handler=_cmd_data_fetch)
-    return parser
 
 
 def _add_adversarial_flags(p: argparse.ArgumentParser) -> None:
@@ -212,8 +84,8 @@ def _adversarial_from_flags(args: argparse.Namespace, raw: dict[str, Any]) -> No
         "method": args.adversarial, "steps": args.adv_steps, "step_size": args.adv_step_size,
         "random_start": args.adv_random_start, "ratio": args.adv_ratio, "objective": args.adv_objective,
         "targeted": True if args.adv_targeted else None, "beta": args.trades_beta,
-        "eps": _numbers("--adv-eps", args.adv_eps, float) if args.adv_eps else None,
-        "phases": _numbers("--adv-phases", args.adv_phases, int, keep_list=True) if args.adv_phases else None,
+        "eps": numbers("--adv-eps", args.adv_eps, float) if args.adv_eps else None,
+        "phases": numbers("--adv-phases", args.adv_phases, int, keep_list=True) if args.adv_phases else None,
     }
     guard = {"action": args.guard, "drop": args.guard_drop, "held_out": args.guard_held_out}
     if all(v is None for v in (*flags.values(), *guard.values())):
@@ -227,38 +99,6 @@ def _adversarial_from_flags(args: argparse.Namespace, raw: dict[str, Any]) -> No
         if args.guard is None and not isinstance(block.get("guard"), dict):
             raise ConfigError("--guard-drop and --guard-held-out need --guard stop|rollback")
         block.setdefault("guard", {}).update({k: v for k, v in guard.items() if v is not None})
-
-
-def _numbers(flag: str, text: str, kind: type, keep_list: bool = False) -> Any:
-    """'0.1,0.3' -> [0.1, 0.3]; '0.3' -> 0.3 (or [0.3] with keep_list); floats may be written 1e-3 or 8/255."""
-    values = []
-    for item in (v.strip() for v in text.split(",")):
-        try:
-            value = parse_number(item)
-        except ValueError:
-            value = None
-        if value is None or (kind is int and not isinstance(value, int)):
-            examples = "" if kind is int else " (0.1, 1e-3, 8/255)"
-            raise ConfigError(f"{flag}: expected comma-separated {kind.__name__} values{examples}, got {item!r} "
-                              f"in {text!r}")
-        values.append(kind(value))
-    return values[0] if len(values) == 1 and not keep_list else values
-
-
-def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
-    if data:
-        p.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (a device this machine does "
-                                                    "not have is refused before anything runs)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from robustloss.demo import run_demo
-
-    run_demo(args.root, scale=args.scale, overrides=args.overrides, device=args.device,
-             progress=not args.no_progress)
-    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -286,14 +126,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.lr is not None:
         optimizer["lr"] = args.lr
     if args.milestones:
-        optimizer["milestones"] = _numbers("--milestones", args.milestones, int, keep_list=True)
+        optimizer["milestones"] = numbers("--milestones", args.milestones, int, keep_list=True)
     _recipe_from_flags(args, raw)
     _apply_overrides(raw, args.overrides)
     config = from_dict(TrainConfig, raw)
     _apply_loss_params(config, args.loss_param)
     _check_names(config)
     result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, device=args.device,
-                   progress=not args.no_progress)
+                   progress=args.progress)
     last = result.history[-1]
     print(f"final (epoch {last['epoch']}, {last['phase']}): train loss {last['train_loss']:.4f}, "
           f"train acc {100 * last['train_acc']:.1f}%, test acc {100 * last['test_acc']:.1f}%")
@@ -372,53 +212,3 @@ def _check_names(config) -> None:
             check_linf_budget(eps, "adversarial.eps")
         if at.guard is not None and at.guard.eps is not None:
             check_linf_budget(at.guard.eps, "adversarial.guard.eps")
-
-
-def _cmd_attacks(args: argparse.Namespace) -> int:
-    from robustloss.attacks import ATTACKS, OBJECTIVES, PRESETS
-
-    print("attacks:")
-    for name in ATTACKS.names():
-        cls = ATTACKS.get(name)
-        params = ", ".join(p for p in ATTACKS.parameters(name) if p != "eps")
-        print(f"  {name:<16} norm={cls.norm}  {params}")
-    print("\npresets (usable wherever an attack name is):")
-    for name in PRESETS.names():
-        p = PRESETS.get(name)
-        shown = ", ".join(f"{k}={v}" for k, v in p.params.items())
-        print(f"  {name:<22} {p.attack}: {shown}   [{p.source}]")
-    print(f"\nobjectives: adaptive, {', '.join(OBJECTIVES.names())}")
-    return 0
-
-
-def _cmd_data_list(args: argparse.Namespace) -> int:
-    from robustloss.data import DATASETS, check_dataset_files, data_root
-    from robustloss.errors import DatasetNotFoundError
-
-    root = data_root(args.data_dir)
-    print(f"data root: {root}")
-    print(f"{'name':<15} {'classes':>7} {'shape':<9} status")
-    for name in DATASETS.names():
-        spec = DATASETS.get(name)
-        if spec.embedded:
-            status = "embedded (no download needed)"
-        else:
-            try:
-                status = f"on disk: {check_dataset_files(name, root)}"  # looks without reading
-            except DatasetNotFoundError:
-                status = f"missing: robustloss data fetch {name}"
-        shape = "x".join(map(str, spec.image_shape))
-        print(f"{name:<15} {spec.num_classes:>7} {shape:<9} {status}")
-    return 0
-
-
-def _cmd_data_fetch(args: argparse.Namespace) -> int:
-    from robustloss.data import fetch_dataset
-
-    path = fetch_dataset(args.name, args.data_dir)
-    print(f"{args.name} is ready in {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
