@@ -309,3 +309,10 @@ def _unsafe_reason(err: Exception) -> str:
 def _sentence(text: str) -> str:
     text = text.strip().rstrip(".")
     return text[:1].upper() + text[1:] + "." if text else ""
+
+
+def name_the_file(err: BaseException, path: str | Path) -> None:
+    """A failed ``write`` on a file object (a full disk) raises an OSError without a file name;
+    give it the file the user asked for, so the one-line error says which write failed."""
+    if isinstance(err, OSError) and err.filename is None:
+        err.filename = str(path)

@@ -23,7 +23,7 @@ from robustloss.losses import LOSSES
 from robustloss.losses.base import Loss
 from robustloss.models import create_model
 from robustloss.train import AdversarialConfig, Phase, TrainConfig, speed, train
-from robustloss.train.loop import predict
+from robustloss.models.predict import predict
 
 QUIET = {"progress": False, "log": lambda _: None, "device": "cpu"}
 

@@ -9,6 +9,7 @@ CLI (``robustloss analyze NAME RUN...``) and experiment files (``analyses:``) ru
 from robustloss.analysis.probability_gap import GapSummary, probability_gaps, summarize_gaps
 from robustloss.analysis.rank import RankStudy, class_rank, misclassification_ranks
 from robustloss.analysis.registry import Subject, analysis_names, run_analysis
+from robustloss.analysis import builtin  # noqa: E402,F401,I001 (registers the analyses; after the registry)
 
 __all__ = ["GapSummary", "probability_gaps", "summarize_gaps", "RankStudy", "class_rank", "misclassification_ranks",
            "Subject", "analysis_names", "run_analysis"]

@@ -14,14 +14,14 @@ from typing import Literal, Sequence
 import numpy as np
 
 from robustloss.analysis.embedding import FeatureEmbedding
-from robustloss.report.plots import _pyplot, _save
+from robustloss.figures import pyplot, save_figure
 
 LEGEND_MAX_CLASSES = 20  # more classes than this (CIFAR-100) make a legend that hides the plot
 
 
 def class_colours(num_classes: int) -> np.ndarray:
     """(num_classes, 4) RGBA: tab10 / tab20 where they suffice, an evenly spaced spectrum beyond."""
-    plt = _pyplot()
+    plt = pyplot()
     if num_classes <= 10:
         return np.asarray(plt.get_cmap("tab10").colors)[:num_classes]
     if num_classes <= 20:
@@ -53,7 +53,7 @@ def plot_embeddings(
         raise ValueError(f"adversarial_colour must be 'true' or 'predicted', got {adversarial_colour!r}")
     from matplotlib.lines import Line2D
 
-    plt = _pyplot()
+    plt = pyplot()
     num_classes = max(int(e.labels.max()) + 1 if len(e.labels) else 0 for e in embeddings.values())
     if class_names is not None:
         num_classes = max(num_classes, len(class_names))
@@ -82,4 +82,4 @@ def plot_embeddings(
     fig.suptitle(title or f"t-SNE of penultimate features ({method}); colour = class, '+' = successful "
                           f"adversarial example coloured by its {adversarial_colour} class", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1 - 1.4 / fig.get_figwidth(), 0.97))
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from robustloss.attacks.step_rule import default_step_size
 from robustloss.analysis.features import penultimate_features
 from robustloss.attacks import ATTACKS, AttackBudgetWarning, create_attack
 from robustloss.attacks.iterative import IterativeGradientAttack
@@ -96,7 +97,7 @@ def attack_iterates(
     the attack's norm). ``step_size`` None: 2.5 * eps / steps (Madry et al.'s rule of thumb)."""
     if steps < 1:
         raise ConfigError(f"trajectory steps must be >= 1, got {steps}")
-    step_size = 2.5 * eps / steps if step_size is None else float(step_size)
+    step_size = default_step_size(eps, steps) if step_size is None else float(step_size)
     final = _deterministic_attack(attack, eps=eps, steps=steps, step_size=step_size, objective=objective)
     with warnings.catch_warnings():
         # Shorter prefixes cannot reach eps by design; only the full run's warning means something.
@@ -200,7 +201,7 @@ def feature_space_study(
         pred = model.head(z).argmax(1)
     labels, predictions = y.cpu().numpy(), pred.cpu().numpy()
     chosen = choose_points(labels, predictions == labels, points, seed)
-    step_size = 2.5 * eps / steps if step_size is None else float(step_size)
+    step_size = default_step_size(eps, steps) if step_size is None else float(step_size)
     index = torch.as_tensor(chosen, device=x.device)
     trajectories = {}
     for objective in objectives:

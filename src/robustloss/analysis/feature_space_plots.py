@@ -15,7 +15,7 @@ import numpy as np
 
 from robustloss.analysis.embedding_plots import LEGEND_MAX_CLASSES, class_colours, class_legend_handles
 from robustloss.analysis.feature_space import FeatureSpaceStudy, FeatureTrajectories
-from robustloss.report.plots import _pyplot, _save
+from robustloss.figures import pyplot, save_figure
 
 ITERATION_CMAP = "plasma"
 FOOLED_COLOUR = "red"
@@ -77,7 +77,7 @@ def plot_feature_space(
     from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
 
-    plt = _pyplot()
+    plt = pyplot()
     num_classes = max(int(s.labels.max()) + 1 for s in studies.values())
     if class_names is not None:
         num_classes = max(num_classes, len(class_names))
@@ -114,4 +114,4 @@ def plot_feature_space(
     colourbar_axes = fig.add_axes((right + 0.03, 0.08, 0.012, 0.3))
     fig.colorbar(ScalarMappable(Normalize(0, max_steps), plt.get_cmap(ITERATION_CMAP)), cax=colourbar_axes,
                  label="attack iteration")
-    return _save(fig, path)
+    return save_figure(fig, path)

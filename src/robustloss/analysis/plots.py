@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from robustloss.analysis.rank import RANK_BINS, RankStudy
-from robustloss.report.plots import _pyplot, _save
+from robustloss.figures import pyplot, save_figure
 
 
 def plot_gap_distributions(gaps: dict[str, np.ndarray], path: str | Path, title: str = "Probability gap") -> Path:
     """Overlaid histograms of f_y - max_{y'!=y} f_y', one per run, with each mean marked."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = np.linspace(-1, 1, 81)
     for i, (label, values) in enumerate(gaps.items()):
@@ -24,7 +24,7 @@ def plot_gap_distributions(gaps: dict[str, np.ndarray], path: str | Path, title:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_rank_studies(studies: dict[tuple[str, str], RankStudy], path: str | Path,
@@ -33,7 +33,7 @@ def plot_rank_studies(studies: dict[tuple[str, str], RankStudy], path: str | Pat
     bars give the share of that increment's new adversarial examples by the rank of their class
     among the clean probabilities (left axis, %), and a black line the number of new successes
     (right axis). A last column sums each model's bars over the whole grid."""
-    plt = _pyplot()
+    plt = pyplot()
     models = list(dict.fromkeys(label for label, _ in studies))
     attacks = list(dict.fromkeys(attack for _, attack in studies))
     fig, axes = plt.subplots(len(models), len(attacks) + 1, figsize=(4.6 * len(attacks) + 3.2, 3.3 * len(models)),
@@ -83,4 +83,4 @@ def plot_rank_studies(studies: dict[tuple[str, str], RankStudy], path: str | Pat
                loc="lower center", ncol=len(bins) + 1, frameon=False)
     fig.suptitle("Where adversarial examples land: rank of the adversarial class among the clean probabilities")
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
-    return _save(fig, path)
+    return save_figure(fig, path)

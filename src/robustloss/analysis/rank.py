@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from robustloss.attacks.step_rule import default_step_size
 from robustloss.attacks import create_attack
 
 RANK_BINS = ("2nd", "3rd", "4th", "5th", "other")
@@ -66,7 +67,7 @@ def misclassification_ranks(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
         index = torch.nonzero(standing).flatten()
         if len(index):
             generator = torch.Generator().manual_seed(seed)
-            scaled = {"steps": steps, "step_size": 2.5 * eps / steps} if steps is not None else {}
+            scaled = {"steps": steps, "step_size": default_step_size(eps, steps)} if steps is not None else {}
             result = create_attack(attack, eps=eps, **attack_params, **scaled)(model, x[index], y[index],
                                                                               generator=generator)
             fooled = result.pred != y[index]

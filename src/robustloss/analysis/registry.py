@@ -55,7 +55,6 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
 def run_analysis(name: str, subjects: list[Subject], out: str | Path, prefix: str = "",
                  **params: Any) -> AnalysisResult:
     """Run the registered analysis ``name`` (unknown names and parameters list the valid ones)."""
-    import robustloss.analysis.builtin  # noqa: F401  (registers the analyses)
 
     ANALYSES.get(name)
     valid = [p for p in ANALYSES.parameters(name) if p not in ("subjects", "out", "prefix")]
@@ -71,12 +70,10 @@ def run_analysis(name: str, subjects: list[Subject], out: str | Path, prefix: st
 
 
 def analysis_names() -> list[str]:
-    import robustloss.analysis.builtin  # noqa: F401
 
     return ANALYSES.names()
 
 
 def analysis_parameters(name: str) -> list[str]:
-    import robustloss.analysis.builtin  # noqa: F401
 
     return [p for p in ANALYSES.parameters(name) if p not in ("subjects", "out", "prefix")]

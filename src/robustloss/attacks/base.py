@@ -17,7 +17,7 @@ only). ``attack(model, x, y, target=None, generator=None, precision="fp32") -> A
 ``precision="bf16"`` runs the attack's own forward passes (its gradient steps) under bfloat16
 autocast for speed; the final forward pass that judges success is always float32 with autocast
 off, even inside a caller's autocast region, so a sample is never reported fooled because of a
-bf16 rounding artefact (see ``robustloss.attacks.precision``).
+bf16 rounding artefact (see ``robustloss.precision``).
 
 Subclasses implement ``run``, which returns the adversarial images and the number of model
 evaluations each sample needed.
@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from robustloss.attacks.objectives import Objective, check_objective_name, get_objective, resolve_objective
-from robustloss.attacks.precision import autocast_context, check_precision, full_precision
+from robustloss.precision import autocast_context, check_precision, full_precision
 from robustloss.errors import AttackBudgetError
 from robustloss.models.modes import kept_modes
 

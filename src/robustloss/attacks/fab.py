@@ -111,7 +111,7 @@ from torch import Tensor, nn
 
 from robustloss.attacks.base import Attack
 from robustloss.attacks.objectives import Objective
-from robustloss.attacks.precision import full_precision
+from robustloss.precision import full_precision
 from robustloss.attacks.presets import register_preset
 from robustloss.attacks.registry import ATTACKS
 

@@ -14,6 +14,7 @@ Every preset takes ``eot`` (default 1): gradient passes averaged per step agains
 
 from __future__ import annotations
 
+from robustloss.attacks.step_rule import default_step_size
 from robustloss.attacks.base import Attack
 from robustloss.attacks.eot import eot_hyperparameter
 from robustloss.attacks.iterative import IterativeGradientAttack, L2IterativeGradientAttack
@@ -77,6 +78,6 @@ class PGDL2(L2IterativeGradientAttack):
     def __init__(self, *, eps: float, steps: int = 10, step_size: float | None = None, random_start: bool = True,
                  restarts: int = 1, early_stop: bool = True, targeted: bool = False, objective: str = "ce",
                  eot: int = 1):
-        step_size = 2.5 * eps / steps if step_size is None else step_size
+        step_size = default_step_size(eps, steps) if step_size is None else step_size
         super().__init__(eps=eps, steps=steps, step_size=max(step_size, 1e-12), random_start=random_start,
                          restarts=restarts, early_stop=early_stop, targeted=targeted, objective=objective, eot=eot)

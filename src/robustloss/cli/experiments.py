@@ -303,7 +303,8 @@ def sweep_overrides(raw: dict, axes: list[SweepAxis], metric: str | None = None,
 def cmd_sweep(args: argparse.Namespace) -> int:
     from robustloss.config import load_yaml
     from robustloss.experiments.schema import check_axis_changes_runs, load_experiment
-    from robustloss.report.experiment import build_report, seed_axes
+    from robustloss.experiments.schema import seed_axes
+    from robustloss.report.experiment import build_report
 
     check_root(args)
     path = find_experiment(args.config)

@@ -128,9 +128,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.milestones:
         optimizer["milestones"] = numbers("--milestones", args.milestones, int, keep_list=True)
     _recipe_from_flags(args, raw)
+    _apply_loss_params(raw, args.loss_param)  # before the config is built, so it validates them too
     _apply_overrides(raw, args.overrides)
     config = from_dict(TrainConfig, raw)
-    _apply_loss_params(config, args.loss_param)
     _check_names(config)
     result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, device=args.device,
                    progress=args.progress)
@@ -151,14 +151,7 @@ def _recipe_from_flags(args: argparse.Namespace, raw: dict[str, Any]) -> None:
     if args.epochs is not None and not args.loss:
         raise ConfigError(f"--epochs {args.epochs} goes with --loss (or write LOSS:EPOCHS in --recipe)")
     if args.recipe:
-        # parse_recipe skips empty phases; here "ce:2,,pc:1" is more likely a phase lost while editing
-        # than an intended two-phase recipe, so it is refused rather than guessed.
-        parts = args.recipe.split(",")
-        for i, part in enumerate(parts):
-            if not part.strip():
-                raise ConfigError(f"--recipe {args.recipe!r}: phase {i + 1} of {len(parts)} is empty; expected "
-                                  "LOSS:EPOCHS[,LOSS:EPOCHS...], e.g. ce:10,pc:10")
-        raw["recipe"] = to_dict(parse_recipe(args.recipe))
+        raw["recipe"] = to_dict(parse_recipe(args.recipe, where="--recipe"))
     elif args.loss:
         if args.epochs is None:
             raise ConfigError("--loss needs --epochs")
@@ -173,17 +166,28 @@ def _apply_overrides(raw: dict[str, Any], assignments: list[str]) -> None:
         set_dotted(raw, path, value)
 
 
-def _apply_loss_params(config, assignments: list[str]) -> None:
+def _apply_loss_params(raw: dict[str, Any], assignments: list[str]) -> None:
+    """Set --loss-param LOSS.KEY=VALUE on every phase of ``raw["recipe"]`` that trains with LOSS."""
+    from robustloss.config import to_dict
+    from robustloss.train import TrainConfig
+
+    if not assignments:
+        return
+    recipe = raw.get("recipe")
+    if not isinstance(recipe, list):  # the default recipe, or a malformed one that from_dict will report
+        if recipe is not None:
+            return
+        recipe = raw["recipe"] = to_dict(TrainConfig())["recipe"]
     for item in assignments:
         target, sep, text = item.partition("=")
         loss, dot, key = target.partition(".")
         if not sep or not dot or not key:
             raise ConfigError(f"--loss-param expects LOSS.KEY=VALUE, e.g. pc.xi=0.99; got {item!r}")
-        phases = [p for p in config.recipe if p.loss == loss]
+        phases = [p for p in recipe if isinstance(p, dict) and p.get("loss") == loss]
         if not phases:
             raise ConfigError(f"--loss-param {item!r}: no phase of the recipe uses loss {loss!r}")
         for phase in phases:
-            phase.params[key] = read_yaml_value(text)
+            phase.setdefault("params", {})[key] = read_yaml_value(text)
 
 
 def _check_names(config) -> None:

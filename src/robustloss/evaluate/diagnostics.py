@@ -63,6 +63,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from robustloss.attacks.step_rule import default_step_size
 from robustloss.models.modes import kept_modes
 from robustloss.attacks.objectives import get_objective, resolve_objective
 from robustloss.data.split import ImageSplit
@@ -402,11 +403,11 @@ def probe_plan(plan: list[AttackSpec], *, huge_eps: float = 1.0, step_factor: in
     extra = [AttackSpec("pgd", [huge_eps], {"steps": 20, "step_size": huge_eps / 8, "objective": "adaptive"},
                         label=f"{PROBE_PREFIX}pgd-huge")]
     # one spec per budget: an AttackSpec has one step size for all its eps, and this one scales with eps
-    extra += [AttackSpec("pgd", [eps], {"steps": PROBE_STEPS, "step_size": 2.5 * eps / PROBE_STEPS,
+    extra += [AttackSpec("pgd", [eps], {"steps": PROBE_STEPS, "step_size": default_step_size(eps, PROBE_STEPS),
                                         "objective": objective}, label=f"{PROBE_PREFIX}pgd-{suffix}")
               for suffix, objective in OBJECTIVE_PROBES for eps in linf_eps]
     long_steps = PROBE_STEPS * step_factor
-    extra.append(AttackSpec("pgd", [top], {"steps": long_steps, "step_size": 2.5 * top / long_steps,
+    extra.append(AttackSpec("pgd", [top], {"steps": long_steps, "step_size": default_step_size(top, long_steps),
                                            "objective": "adaptive"}, label=f"{PROBE_PREFIX}pgd-long"))
     if l2_eps:  # pgd-l2's default step is 2.5 * eps / steps already, so one spec covers every budget
         extra += [AttackSpec("pgd-l2", l2_eps, {"steps": PROBE_STEPS, "objective": objective},

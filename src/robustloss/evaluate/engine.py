@@ -59,12 +59,12 @@ from robustloss.data.split import ImageSplit
 from robustloss.device import resolve_device
 from robustloss.errors import NonFiniteOutputError
 from robustloss.evaluate.chunk_cache import ChunkCache, model_fingerprint
-from robustloss.attacks.precision import check_precision
+from robustloss.precision import check_precision
 from robustloss.evaluate.config import AttackSpec, EvaluateConfig
 from robustloss.evaluate.records import NOT_ATTACKED, NOT_SAMPLED, AttackRecord, Evaluation
 from robustloss.evaluate.stochastic import is_stochastic
 from robustloss.evaluate.worst_case import broken_within
-from robustloss.train.loop import predict
+from robustloss.models.predict import predict
 
 PROBE_IMAGES = 32  # images of the two-pass stochasticity probe: enough for a random defence to show
 _log = logging.getLogger(__name__)

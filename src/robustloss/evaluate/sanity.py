@@ -64,7 +64,7 @@ from torch import Tensor, nn
 
 from robustloss.models.modes import kept_modes
 from robustloss.attacks.objectives import Objective, get_objective, resolve_objective
-from robustloss.attacks.precision import full_precision
+from robustloss.precision import full_precision
 from robustloss.evaluate.stochastic import SAME_OUTPUT_ATOL, SAME_OUTPUT_RTOL, is_stochastic
 
 Status = Literal["pass", "warn", "fail"]

@@ -1,7 +1,7 @@
 """``standard_evaluation``: the strongest honest robust accuracy of any model, in one call.
 
-    report = standard_evaluation(model, x, y, norm="linf", eps=8/255)
-    print(report.verdict)
+    >>> report = standard_evaluation(model, x, y, norm="linf", eps=8/255)
+    >>> report.verdict   # the number, the attack that set it, every warning
 
 The ensemble is AutoAttack's (Croce & Hein, ICML 2020): four complementary attacks run in a fixed order,
 each on the samples that every earlier one left standing (the engine's ``worst-case`` mode, AutoAttack's

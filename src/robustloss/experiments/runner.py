@@ -34,6 +34,7 @@ from robustloss.data.spec import Dataset
 from robustloss.errors import RobustlossError
 from robustloss.evaluate.config import AttackSpec
 from robustloss.evaluate.run import diagnostics_of, run_evaluation
+from robustloss.experiments.analyses import run_experiment_analyses
 from robustloss.experiments.schema import Experiment, RunCell, config_hash, substitute_reference
 from robustloss.experiments.store import ResultsStore, StoreError
 from robustloss.models.saved import load_model
@@ -167,8 +168,6 @@ class ExperimentRunner:
         for cell in deferred:  # now wait for the other process, then reuse or finish its work
             outcomes.append(self.run_cell(experiment, cell, wait=True))
         if experiment.file.analyses:
-            from robustloss.experiments.analyses import run_experiment_analyses
-
             trained = {o.cell.train_hash for o in outcomes if o.status != "failed"}
             if all(c.train_hash in trained for c in experiment.cells):
                 # Analyses are not sharded: rank 0 computes them (with the store to itself).

@@ -33,6 +33,7 @@ import yaml
 from robustloss.config import from_dict, read_yaml, to_dict, yaml_error_text
 from robustloss.errors import ConfigError
 from robustloss.evaluate.config import AttackSpec, EvaluateConfig, check_linf_budget
+from robustloss.evaluate.metrics import METRICS
 from robustloss.experiments.overrides import parse_assignment, set_dotted, split_path, substitute
 from robustloss.experiments.shipped import find_experiment
 from robustloss.train.config import TrainConfig
@@ -73,7 +74,7 @@ class SweepConfig:
 
     x: str = ""  # the grid axis on the plot's x
     y: str | None = None  # a second grid axis: a heatmap and a 3-D surface instead of lines
-    metric: str = "accuracy"  # one of the report's metrics (report.experiment.REPORT_METRICS)
+    metric: str = "accuracy"  # one of the report's metrics (robustloss.evaluate.metrics.METRICS)
     rows: list[str] = field(default_factory=list)  # attack labels to plot; empty: every attack
     eps: float | list[float] | None = None  # budgets to plot; empty: every budget of those rows
     average: list[str] = field(default_factory=list)  # more axes to average over (seed axes always are)
@@ -211,6 +212,11 @@ def _has_defaults(cls: type) -> bool:
     except TypeError:
         return False
     return True
+
+
+def seed_axes(axes: list[str]) -> list[str]:
+    """Axes averaged over (mean ± std): any axis named like a seed."""
+    return [a for a in axes if a == "seed" or a.endswith(".seed")]
 
 
 def config_hash(config: Any) -> str:
@@ -467,8 +473,6 @@ def _check_model_build(model: str, dataset: str, params_json: str, key: str) -> 
 # ---------------------------------------------------------------------------------------------
 def check_sweep(sweep: SweepConfig, grid: dict[str, Any], cells: list[RunCell]) -> None:
     """The sweep's axes are numeric grid axes that change the runs; its metric, rows and budgets exist."""
-    from robustloss.report.experiment import REPORT_METRICS
-
     for key, axis in (("x", sweep.x), ("y", sweep.y)):
         if axis is None:
             continue
@@ -483,8 +487,8 @@ def check_sweep(sweep: SweepConfig, grid: dict[str, Any], cells: list[RunCell]) 
         if axis not in grid or axis in sweep.axes:
             valid = ", ".join(a for a in grid if a not in sweep.axes) or "none"
             raise ConfigError(f"sweep.average: {axis!r} is not a grid axis besides the sweep's; valid: {valid}")
-    if sweep.metric not in REPORT_METRICS:
-        raise ConfigError(f"sweep.metric: unknown metric {sweep.metric!r}; valid: {', '.join(REPORT_METRICS)}")
+    if sweep.metric not in METRICS:
+        raise ConfigError(f"sweep.metric: unknown metric {sweep.metric!r}; valid: {', '.join(METRICS)}")
     budgets: dict[str, set] = {}  # attack label -> its budgets, over every cell
     for cell in cells:
         for spec in cell.evaluate.plan():

@@ -19,17 +19,15 @@ from typing import Callable
 import numpy as np
 
 from robustloss.errors import RobustlossError
+from robustloss.evaluate.diagnostics import PROBE_PREFIX  # probe attacks: not rows of a paper's table
+from robustloss.evaluate.metrics import WORST_CASE, metric_value, same_param
 from robustloss.evaluate.records import Evaluation
-from robustloss.evaluate.worst_case import worst_case_robust
+from robustloss.experiments.schema import seed_axes
 from robustloss.experiments.store import ResultsStore
 from robustloss.report.table import Cell, ReportTable, TableRow, TableSection
 
 _log = logging.getLogger(__name__)
 
-WORST_CASE = "worst case"
-DIAGNOSTIC_PREFIX = "diag-"  # probe attacks added for the diagnostics; not rows of the paper's table
-PERCENT_METRICS = ("accuracy", "error_rate")
-REPORT_METRICS = (*PERCENT_METRICS, "mean_l2", "median_l2", "mean_linf")  # what our_value computes
 ACCURACY_NOTE = ("Accuracy (%) on the evaluated test samples; a clean-misclassified sample counts as a failure "
                  "under every attack (the papers' convention). Worst case: per sample, any attack of that norm "
                  "that found an adversarial example within the budget (diagnostic probes included).")
@@ -58,11 +56,6 @@ class ReportFiles:
     plots: list[Path] = field(default_factory=list)
     table: ReportTable | None = None
     sweep_csv: Path | None = None  # when the experiment has a sweep: block
-
-
-def seed_axes(axes: list[str]) -> list[str]:
-    """Axes averaged over (mean ± std): any axis named like a seed."""
-    return [a for a in axes if a == "seed" or a.endswith(".seed")]
 
 
 def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale: str | None = None,
@@ -176,9 +169,9 @@ def make_table(runs: list[RunView], document: dict, columns_axis: str, sections_
             cells = {}
             for column in columns:
                 values = [v for r in members if column_of(r) == column
-                          for v in [our_value(r.evaluation, row, param, metric)] if v is not None]
+                          for v in [metric_value(r.evaluation, row, param, metric)] if v is not None]
                 paper_value = next((p["value"] for p in paper if p["method"] == method_of[column]
-                                    and p["row"] == row and _same_param(p["param"], param)
+                                    and p["row"] == row and same_param(p["param"], param)
                                     and p["metric"] == metric), None)
                 cells[column] = _cell(values, paper_value)
             rows.append(TableRow(row, param, metric, cells))
@@ -227,10 +220,10 @@ def _row_keys(members: list[RunView], paper: list[dict]) -> list[tuple[str, floa
         if run.evaluation is None:
             continue
         for record in run.evaluation.records:
-            if record.name.startswith(DIAGNOSTIC_PREFIX):
+            if record.name.startswith(PROBE_PREFIX):
                 continue
             key = (record.name, record.eps, "accuracy")
-            if not any(k[0] == key[0] and _same_param(k[1], key[1]) for k in keys):
+            if not any(k[0] == key[0] and same_param(k[1], key[1]) for k in keys):
                 keys.append(key)
     for norm, budgets in _worst_case_budgets(members).items():
         label = WORST_CASE if norm == "linf" else f"{WORST_CASE} ({norm.upper()})"
@@ -244,36 +237,9 @@ def _worst_case_budgets(members: list[RunView]) -> dict[str, list[float]]:
         if run.evaluation is None:
             continue
         for r in run.evaluation.records:
-            if r.norm is not None and r.eps is not None and not r.name.startswith(DIAGNOSTIC_PREFIX):
+            if r.norm is not None and r.eps is not None and not r.name.startswith(PROBE_PREFIX):
                 budgets[r.norm].add(round(float(r.eps), 6))
     return {norm: sorted(values) for norm, values in sorted(budgets.items())}
-
-
-def our_value(evaluation: Evaluation | None, row: str, param: float | None, metric: str) -> float | None:
-    """Our number for a table row, computed from the per-sample records."""
-    if evaluation is None:
-        return None
-    if row == "clean":
-        value = 100 * evaluation.clean_accuracy
-        return 100 - value if metric == "error_rate" else value
-    if row.startswith(WORST_CASE):
-        norm = "linf" if row == WORST_CASE else row[len(WORST_CASE) + 2 : -1].lower()
-        return 100 * float(worst_case_robust(evaluation, norm, float(param)).mean())
-    record = next((r for r in evaluation.records if r.name == row and _same_param(r.eps, param)), None)
-    if record is None:
-        return None
-    if metric == "accuracy":
-        return 100 * evaluation.accuracy(record)
-    if metric == "error_rate":
-        return 100 - 100 * evaluation.accuracy(record)
-    fooled = evaluation.fooled(record)
-    if not fooled.any():
-        return None
-    distances = {"mean_l2": record.l2, "median_l2": record.l2, "mean_linf": record.linf}.get(metric)
-    if distances is None:
-        raise RobustlossError(f"unknown metric {metric!r}; valid: {', '.join(REPORT_METRICS)}")
-    chosen = distances[fooled]
-    return float(np.median(chosen) if metric.startswith("median") else chosen.mean())
 
 
 def _cell(values: list[float], paper: float | None) -> Cell:
@@ -284,14 +250,8 @@ def _cell(values: list[float], paper: float | None) -> Cell:
     return Cell(mean, std, len(values), paper)
 
 
-def _same_param(a: float | None, b: float | None) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
-
-
 def _same_key(a: tuple, b: tuple) -> bool:
-    return a[0] == b[0] and _same_param(a[1], b[1]) and a[2] == b[2]
+    return a[0] == b[0] and same_param(a[1], b[1]) and a[2] == b[2]
 
 
 def _run_label(run: RunView) -> str:

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
+from robustloss.evaluate.metrics import WORST_CASE
 from robustloss.evaluate.records import Evaluation
 from robustloss.evaluate.worst_case import worst_case_robust
 
 REPRODUCED, NOT_REPRODUCED, CONTRADICTED = "reproduced", "not reproduced", "contradicted"
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
-WORST_CASE = "worst case"
 PER_SAMPLE_METRICS = ("accuracy", "error_rate")  # rows with a per-image verdict (distances have none)
 
 

@@ -9,58 +9,22 @@ the headless Agg backend so importing this module never needs a display.
 from __future__ import annotations
 
 import math
-import os
 from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from robustloss.report.render import is_worst_case, name_the_file
+from robustloss.figures import colours, pyplot, save_figure
+from robustloss.report.render import is_worst_case
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-DPI = 120
 PANEL_SIZE = (4.2, 3.4)  # inches per subplot
 MAX_PANELS_PER_ROW = 3
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
 
 Curve = list[tuple[float, float, "float | None"]]
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _colours(names: list[str]) -> dict[str, tuple]:
-    """One fixed colour per name (in first-seen order), so a method keeps its colour across panels."""
-    plt = _pyplot()
-    cycle = plt.get_cmap("tab10").colors
-    return {name: cycle[i % len(cycle)] for i, name in enumerate(names)}
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    plt = _pyplot()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        # No software/date metadata: the same data gives byte-identical files. Written under a temporary
-        # name and renamed, so a full disk leaves the previous plot rather than half a PNG.
-        fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None})
-        os.replace(tmp, path)
-    except OSError as err:
-        name_the_file(err, path)
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
-        plt.close(fig)
-    return path
 
 
 def _unique(items) -> list:
@@ -120,17 +84,17 @@ def _accuracy_vs_eps_figure(curves: dict[str, dict[str, Curve]], title: str = ""
     panels = attacks + worst
     ncols = min(len(panels), MAX_PANELS_PER_ROW)
     nrows = math.ceil(len(panels) / ncols)
-    plt = _pyplot()
+    plt = pyplot()
     fig = plt.figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows + 0.8), layout="constrained")
-    colours = _colours(list(curves))
+    palette = colours(list(curves))
     # With several worst-case labels only the first is overlaid; more dashed lines per colour would be ambiguous.
     reference = worst[0] if worst else None
     for ax, attack in zip(_grid(fig, len(panels)), panels):
         for method, per_method in curves.items():
             if per_method.get(attack):
-                _draw_curve(ax, per_method[attack], colours[method], None)
+                _draw_curve(ax, per_method[attack], palette[method], None)
             if reference and attack not in worst and per_method.get(reference):
-                _draw_reference(ax, per_method[reference], colours[method])
+                _draw_reference(ax, per_method[reference], palette[method])
         ax.set_title(attack, fontweight="bold" if is_worst_case(attack) else "normal")
         ax.set_xlabel("ε")
         shown = [attack] if attack in worst or not reference else [attack, reference]
@@ -139,7 +103,7 @@ def _accuracy_vs_eps_figure(curves: dict[str, dict[str, Curve]], title: str = ""
         ax.grid(True, alpha=0.3)
     for ax in fig.axes[::ncols]:
         ax.set_ylabel("accuracy (%)")
-    _method_legend(fig, colours, reference)
+    _method_legend(fig, palette, reference)
     if title:
         fig.suptitle(title)
     return fig
@@ -163,7 +127,7 @@ def _method_legend(fig: Figure, colours: dict[str, tuple], reference: str | None
 
 def plot_accuracy_vs_eps(curves: dict[str, dict[str, Curve]], path: str | Path, title: str = "") -> Path:
     """curves[method][attack label] = [(eps, mean accuracy %, std or None), ...]; one panel per attack."""
-    return _save(_accuracy_vs_eps_figure(curves, title), path)
+    return save_figure(_accuracy_vs_eps_figure(curves, title), path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,9 +144,9 @@ def _clean_vs_robust_figure(points: list[dict], title: str = "") -> Figure:
         missing = [k for k in _POINT_KEYS if k not in p]
         if missing:
             raise ValueError(f"plot_clean_vs_robust: point {p!r} lacks {', '.join(missing)}")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8.0, 5.6), layout="constrained")
-    colours = _colours(_unique(str(p["method"]) for p in points))
+    palette = colours(_unique(str(p["method"]) for p in points))
     labels = _unique(str(p["label"]) for p in points)
     markers = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(labels)}
     # Both axes share one range (down to the lowest value, in steps of 10) so the diagonal keeps its meaning.
@@ -192,7 +156,7 @@ def _clean_vs_robust_figure(points: list[dict], title: str = "") -> Figure:
     ax.plot([low, 100], [low, 100], linestyle="--", color="grey", linewidth=1, label="robust = clean")
     for p in points:
         method, label = str(p["method"]), str(p["label"])
-        ax.scatter(p["clean"], p["robust"], color=colours[method], marker=markers[label], s=48, zorder=3,
+        ax.scatter(p["clean"], p["robust"], color=palette[method], marker=markers[label], s=48, zorder=3,
                    edgecolors="black", linewidths=0.4)
         # Labels of points near the right edge go to their left so they stay inside the axes.
         right = p["clean"] > low + 0.6 * (100 - low)
@@ -200,7 +164,7 @@ def _clean_vs_robust_figure(points: list[dict], title: str = "") -> Figure:
                     xytext=(-6 if right else 6, 4), ha="right" if right else "left", fontsize=7)
     ax.set(xlim=(low, 100), ylim=(low, 100), xlabel="clean accuracy (%)", ylabel="robust accuracy (%)")
     ax.grid(True, alpha=0.3)
-    _point_legends(ax, colours, markers)
+    _point_legends(ax, palette, markers)
     if title:
         ax.set_title(title)
     return fig
@@ -222,7 +186,7 @@ def _point_legends(ax: Axes, colours: dict[str, tuple], markers: dict[str, str])
 
 def plot_clean_vs_robust(points: list[dict], path: str | Path, title: str = "") -> Path:
     """Each point: {"method", "clean" (%), "robust" (%), "label"} (e.g. "PGD ε=0.1")."""
-    return _save(_clean_vs_robust_figure(points, title), path)
+    return save_figure(_clean_vs_robust_figure(points, title), path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,12 +226,12 @@ def _mark_phases(axes: list[Axes], changes: list[tuple[float, str]]) -> None:
 def _training_curves_figure(histories: dict[str, list[dict]], title: str = "") -> Figure:
     if not histories or not any(histories.values()):
         raise ValueError("plot_training_curves: no histories to plot (empty or every run has no epochs)")
-    plt = _pyplot()
+    plt = pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    colours = _colours(list(histories))
+    palette = colours(list(histories))
     all_losses = []
     for run, history in histories.items():
-        colour = colours[run]
+        colour = palette[run]
         xs, ys = _series(history, "train_loss")
         all_losses += ys
         loss_ax.plot(xs, ys, color=colour, marker=".", label=run)
@@ -301,4 +265,4 @@ def _accuracy_legend(ax: Axes) -> None:
 
 def plot_training_curves(histories: dict[str, list[dict]], path: str | Path, title: str = "") -> Path:
     """histories[run label] = per-epoch dicts with epoch, train_loss, train_acc, test_acc (0..1), phase."""
-    return _save(_training_curves_figure(histories, title), path)
+    return save_figure(_training_curves_figure(histories, title), path)

@@ -13,10 +13,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from robustloss.checkpoint import name_the_file  # noqa: F401 (re-exported: report modules name failed writes)
+from robustloss.evaluate.metrics import PERCENT_METRICS
 from robustloss.report.table import Cell, ReportTable, TableRow, TableSection
 
 MISSING = "—"  # shown wherever a value is absent (not run, or not published)
-PERCENT_METRICS = frozenset({"accuracy", "error_rate"})
 
 CSV_HEADER = ["section", "row", "param", "metric", "column", "ours_mean", "ours_std", "n_seeds", "paper", "diff"]
 
@@ -99,13 +100,6 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         name_the_file(err, path)
         raise
     return path
-
-
-def name_the_file(err: BaseException, path: str | Path) -> None:
-    """A failed ``write`` on a file object (a full disk) raises an OSError without a file name;
-    give it the file the user asked for, so the one-line error says which write failed."""
-    if isinstance(err, OSError) and err.filename is None:
-        err.filename = str(path)
 
 
 # ---------------------------------------------------------------------------------------------

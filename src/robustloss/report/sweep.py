@@ -25,8 +25,10 @@ import numpy as np
 
 from robustloss.errors import RobustlossError
 from robustloss.experiments.store import ResultsStore
-from robustloss.report.experiment import DIAGNOSTIC_PREFIX, PERCENT_METRICS, our_value, seed_axes
-from robustloss.report.plots import _pyplot, _save
+from robustloss.evaluate.metrics import PERCENT_METRICS, metric_value
+from robustloss.evaluate.diagnostics import PROBE_PREFIX
+from robustloss.experiments.schema import seed_axes
+from robustloss.figures import pyplot, save_figure
 from robustloss.report.render import write_text_atomic
 
 if TYPE_CHECKING:
@@ -133,7 +135,7 @@ def collect_sweep(store: ResultsStore, experiment: str, scale: str) -> Sweep:
         x = float(labels[x_axis])
         y = float(labels[y_axis]) if y_axis else None
         for row, eps in _rows(evaluation, metric, wanted_rows, wanted_eps):
-            value = our_value(evaluation, row, eps, metric)
+            value = metric_value(evaluation, row, eps, metric)
             if value is not None:
                 values[(SeriesKey(group, row, eps), x, y)].append(value)
     for (series, x, y), runs in values.items():
@@ -161,7 +163,7 @@ def _rows(evaluation, metric: str, wanted_rows: list[str], wanted_eps: list[floa
     each attack record in the order it ran, filtered by the sweep's rows and budgets."""
     pairs: list[tuple[str, float | None]] = [(CLEAN, None)] if metric in PERCENT_METRICS else []
     for record in evaluation.records:
-        if record.name.startswith(DIAGNOSTIC_PREFIX) or (wanted_rows and record.name not in wanted_rows):
+        if record.name.startswith(PROBE_PREFIX) or (wanted_rows and record.name not in wanted_rows):
             continue
         if wanted_eps and not any(_close(record.eps, e) for e in wanted_eps):
             continue
@@ -242,7 +244,7 @@ def _cell_text(text: str) -> str:
 
 
 def _colour_cycle() -> list:
-    return list(_pyplot().get_cmap("tab10").colors)
+    return list(pyplot().get_cmap("tab10").colors)
 
 
 def _measured_ticks(ax: Axes, axis: str, values: list[float]) -> None:
@@ -258,14 +260,14 @@ def _measured_ticks(ax: Axes, axis: str, values: list[float]) -> None:
 def _panels(n: int, projection: str | None = None) -> tuple[Figure, list[Axes]]:
     ncols = min(n, MAX_PANELS_PER_ROW)
     nrows = math.ceil(n / ncols)
-    plt = _pyplot()
+    plt = pyplot()
     fig = plt.figure(figsize=(4.6 * ncols, 4.0 * nrows + 0.6), layout="constrained")
     axes = [fig.add_subplot(nrows, ncols, i + 1, projection=projection) for i in range(n)]
     return fig, axes
 
 
 def _line_figure(sweep: Sweep) -> Figure:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
     colours = _colour_cycle()
     for i, (key, points) in enumerate(sweep.series().items()):
@@ -349,17 +351,17 @@ def _surface_figure(sweep: Sweep) -> Figure:
 
 def plot_sweep_lines(sweep: Sweep, path: str | Path) -> Path:
     """The metric against the one sweep axis: a line per series, clean dashed."""
-    return _save(_line_figure(sweep), path)
+    return save_figure(_line_figure(sweep), path)
 
 
 def plot_sweep_heatmaps(sweep: Sweep, path: str | Path) -> Path:
     """One annotated heatmap per series over the two sweep axes."""
-    return _save(_heatmap_figure(sweep), path)
+    return save_figure(_heatmap_figure(sweep), path)
 
 
 def plot_sweep_surfaces(sweep: Sweep, path: str | Path) -> Path:
     """One 3-D surface per series over the two sweep axes."""
-    return _save(_surface_figure(sweep), path)
+    return save_figure(_surface_figure(sweep), path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from robustloss.attacks.step_rule import default_step_size
 from robustloss.attacks.objectives import get_objective, resolve_objective
 from robustloss.losses.base import Loss
 from robustloss.models.classifier import Classifier
@@ -165,7 +166,7 @@ class AdversarialTraining:
             return eps.clone()
         if self.config.method == "fgsm-rs":
             return 1.25 * eps  # Wong et al. 2020: from a random start, a step of eps alone often falls short
-        return 2.5 * eps / self.config.resolved_steps  # Madry et al.'s rule: the ball is crossed 1.25 times
+        return default_step_size(eps, self.config.resolved_steps)
 
     def draw_targets(self, y: Tensor, generator: torch.Generator) -> Tensor:
         """A uniformly random wrong class per example."""

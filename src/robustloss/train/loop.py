@@ -28,10 +28,8 @@ from tqdm.auto import tqdm
 
 from robustloss import distributed
 from robustloss.progress import show_progress
-from robustloss.models.modes import kept_modes
-from robustloss.attacks.precision import full_precision
 from robustloss.data.split import ImageSplit
-from robustloss.errors import NonFiniteLossError, NonFiniteOutputError
+from robustloss.errors import NonFiniteLossError
 from robustloss.losses.base import Loss
 from robustloss.models.classifier import Classifier
 from robustloss.train.speed import autocast_context, full_precision_loss, prepare_batch
@@ -111,30 +109,3 @@ def train_one_epoch(
     if adversarial is not None:
         stats["adv_fraction"] = adversarial_seen / seen
     return stats
-
-
-@torch.no_grad()
-def predict(model: Classifier, x: ImageSplit | Tensor, *, batch_size: int = 1000, device: torch.device | str = "cpu",
-            require_finite: bool = False) -> Tensor:
-    """Arg-max class for every sample of a split (or an image tensor in [0, 1]), in eval mode.
-
-    Always a float32 pass, even inside an autocast region: this is the clean verdict that
-    decides which samples count as correct (and get attacked), so it must not depend on bf16
-    rounding. ``require_finite``: raise ``NonFiniteOutputError`` if any sample's logits hold a
-    NaN or inf (their arg-max is arbitrary, so the verdict would be noise)."""
-    n = len(x)
-    preds, nonfinite = [], []
-    with kept_modes(model):
-        model.eval()
-        for start in range(0, n, batch_size):
-            batch = x.batch(slice(start, start + batch_size))[0] if isinstance(x, ImageSplit) else x[start : start + batch_size]
-            with full_precision(device):
-                logits = model(batch.to(device))
-            preds.append(logits.argmax(1).cpu())
-            if require_finite:
-                nonfinite.append((~torch.isfinite(logits).flatten(1).all(1)).cpu())
-    if nonfinite and bool(torch.cat(nonfinite).any()):
-        bad = torch.cat(nonfinite)
-        raise NonFiniteOutputError(f"the model's logits are NaN or infinite on {int(bad.sum())} of {n} samples "
-                                   f"(the first is sample {int(bad.nonzero()[0])})")
-    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from robustloss.attacks.step_rule import default_step_size
 from robustloss import distributed
 from robustloss.attacks import create_attack
 from robustloss.checkpoint import atomic_save, safe_load
@@ -81,7 +82,7 @@ class OverfittingGuard:
         self.eps = config.eps if config.eps is not None else adversarial.eps_range[1]
         if self.eps <= 0:
             raise ValueError("adversarial.guard: the attack budget is 0 (adversarial.eps tops at 0); set guard.eps")
-        self.step_size = config.step_size if config.step_size is not None else 2.5 * self.eps / config.steps
+        self.step_size = config.step_size if config.step_size is not None else default_step_size(self.eps, config.steps)
         self.state = GuardState()
 
     def held_out_accuracy(self, model: Classifier) -> float:

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from robustloss.attacks.precision import autocast_context
+from robustloss.precision import autocast_context
 from robustloss.data.split import ImageSplit
 from robustloss.errors import ConfigError, RobustlossError
 from robustloss.losses.base import Loss

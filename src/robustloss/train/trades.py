@@ -34,8 +34,7 @@ def kl_per_sample(clean_logits: Tensor, adv_logits: Tensor) -> Tensor:
 
 class TradesTraining(AdversarialTraining):
     def __init__(self, config: AdversarialConfig, loss_fn: Loss, model: Classifier):
-        self.config = config
-        self.model = model
+        super().__init__(config, loss_fn, model)  # its gain_fn goes unused: craft maximises the KL instead
         self.beta = config.resolved_beta
 
     def craft(self, x: Tensor, generator: torch.Generator) -> Tensor:

@@ -58,7 +58,8 @@ from robustloss.train.trades import TradesTraining
 from robustloss.train.augment import augmentation_for
 from robustloss.train.config import OptimizerConfig, TrainConfig
 from robustloss.train.divergence import check_finite_state
-from robustloss.train.loop import AdversarialHook, predict, train_one_epoch
+from robustloss.models.predict import predict
+from robustloss.train.loop import AdversarialHook, train_one_epoch
 from robustloss.train.run_checkpoints import (LAST_CHECKPOINT, drop_previous_state, load_resume_state, remove_leftovers,
                                               save_epoch_state)
 from robustloss.train.speed import (check_supported, explain_compile_errors, place_training_data, prepare_model,
