@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import numpy as np
 import pytest
 import torch
@@ -84,11 +85,13 @@ def test_stratified_split_rules():
         stratified_split(labels, 10, seed=0)
 
 
-def test_embedded_specs_and_fetch_is_a_no_op(tmp_path, capsys):
+def test_embedded_specs_and_fetch_is_a_no_op(tmp_path, caplog):
     for name in ("mnist-5k", "digits"):
         spec = DATASETS.get(name)
         assert spec.embedded and not spec.downloads
         assert "default_rng(0)" in spec.description
-        fetch_dataset(name, tmp_path)
-        assert "nothing to download" in capsys.readouterr().err
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="robustloss"):
+            fetch_dataset(name, tmp_path)
+        assert "nothing to download" in caplog.text
     assert not any(tmp_path.iterdir())

@@ -13,6 +13,7 @@ The model is a run folder of ``robustloss train``, or ``--model package.module:f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 from pathlib import Path
@@ -145,7 +146,7 @@ def eval_config(args: argparse.Namespace, num_classes: int = 10, adaptive: str |
             overrides[attack] = {**overrides.get(attack, {}), **params}
         config = dataclasses.replace(config, attacks=attacks, mode="worst-case", objective=None, overrides=overrides)
     elif args.attacks or args.eps or not config.attacks:
-        config = dataclasses.replace(config, attacks=_flag_attacks(args, config.objective))
+        config = dataclasses.replace(config, attacks=_flag_attacks(args))
     _check_plan(config)
     return config
 
@@ -223,7 +224,7 @@ def _attack_params(items: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
-def _flag_attacks(args: argparse.Namespace, objective: str | None) -> list:
+def _flag_attacks(args: argparse.Namespace) -> list:
     """The attack plan from eval's flags, validated before any data is loaded."""
     from robustloss.attacks import ATTACKS
     from robustloss.evaluate.config import AttackSpec
@@ -234,7 +235,9 @@ def _flag_attacks(args: argparse.Namespace, objective: str | None) -> list:
     for name in filter(None, (a.strip() for a in (args.attacks or DEFAULT_ATTACKS).split(","))):
         spec = AttackSpec(name, eps, {})
         accepted = ATTACKS.parameters(spec.resolved()[0])
-        params = {"objective": objective} if objective and "objective" in accepted else {}
+        # An explicit --objective goes to every attack that takes one; the default (adaptive, or the
+        # --config file's) is applied by the plan to the attacks whose own default is CE.
+        params = {"objective": args.objective} if args.objective and "objective" in accepted else {}
         if args.targeted and "targeted" in accepted:
             params["targeted"] = True
         for key, value in (("steps", args.steps), ("step_size", args.step_size)):
@@ -290,37 +293,55 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, dataset, title, method, out = _load(args)
     data = load_dataset(dataset, args.data_dir)
     out.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not after the attacks ran
-    version = args.version
-    if args.standard and version is None:  # AutoAttack's rule: the rand version for a randomised model
-        version = "rand" if _stochastic(model, first, data.test) else "standard"
-    adaptive = resolve_objective("adaptive", model) if getattr(model, "trained_with", None) else None
-    config = eval_config(args, int(getattr(model, "num_classes", 10) or 10), adaptive, version)
-    evaluation = run_evaluation(
-        model, data.test, config, device=args.device, cache_dir=None if args.no_cache else out / "chunks",
-        save_adversarial=out / "adversarial" if args.save_adv else None, progress=args.progress,
-        log=print, meta={"run": str(args.run or args.model), "dataset": dataset}
-        | ({"standard": version} if args.standard else {}),
-    )
-    if not distributed.is_main():  # under torchrun every rank holds the whole evaluation; rank 0 writes it
-        return 0
-    evaluation.save(out / "records.npz")
-    if args.standard:
-        _print_standard(evaluation, args, out)
-    else:
-        from robustloss.report import write_comparison
+    with _exclusive(out):  # two evals into one folder would share its chunks: the second waits
+        version = args.version
+        if args.standard and version is None:  # AutoAttack's rule: the rand version for a randomised model
+            version = "rand" if _stochastic(model, first, data.test) else "standard"
+        adaptive = resolve_objective("adaptive", model) if getattr(model, "trained_with", None) else None
+        config = eval_config(args, int(getattr(model, "num_classes", 10) or 10), adaptive, version)
+        evaluation = run_evaluation(
+            model, data.test, config, device=args.device, cache_dir=None if args.no_cache else out / "chunks",
+            save_adversarial=out / "adversarial" if args.save_adv else None, progress=args.progress,
+            log=print, meta={"run": str(args.run or args.model), "dataset": dataset}
+            | ({"standard": version} if args.standard else {}),
+        )
+        if not distributed.is_main():  # under torchrun every rank holds the whole evaluation; rank 0 writes it
+            return 0
+        evaluation.save(out / "records.npz")
+        if args.standard:
+            _print_standard(evaluation, args, out)
+        else:
+            from robustloss.report import write_comparison
 
-        print()
-        print(write_comparison({method: evaluation}, {method: method.upper()}, dataset, out, title=title,
-                               published=args.compare))
-    diagnostics = diagnostics_of(evaluation)
-    if diagnostics:
-        table = format_diagnostics(diagnostics)
-        (out / "diagnostics.md").write_text("### Gradient-masking diagnostics\n\n" + table)
-        print("### Gradient-masking diagnostics\n")
-        print(table)
-    print(f"Wrote per-sample records {out / 'records.npz'}" + ("" if args.standard else
-                                                             f", {out / 'results.md'} and {out / 'results.csv'}"))
+            print()
+            print(write_comparison({method: evaluation}, {method: method.upper()}, dataset, out, title=title,
+                                   published=args.compare))
+        diagnostics = diagnostics_of(evaluation)
+        if diagnostics:
+            table = format_diagnostics(diagnostics)
+            (out / "diagnostics.md").write_text("### Gradient-masking diagnostics\n\n" + table)
+            print("### Gradient-masking diagnostics\n")
+            print(table)
+        print(f"Wrote per-sample records {out / 'records.npz'}" + ("" if args.standard else
+                                                                 f", {out / 'results.md'} and {out / 'results.csv'}"))
     return 0
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path):
+    """Hold ``out`` for this eval; if another eval holds it, say so and wait (its chunks are then reused)."""
+    from robustloss.experiments.runner import Busy, locked
+
+    try:
+        with locked(out, wait=False):
+            yield
+        return
+    except Busy:
+        pass
+    print(f"another robustloss eval is writing to {out}; waiting for it to finish (its finished chunks are reused)",
+          flush=True)
+    with locked(out, wait=True):
+        yield
 
 
 def _dataset_of(args: argparse.Namespace) -> str | None:

@@ -164,5 +164,10 @@ class EvaluateConfig:
 
 
 def takes_objective(attack: str) -> bool:
-    """Whether the registered attack ``attack`` accepts an ``objective`` parameter."""
-    return "objective" in ATTACKS.parameters(attack)
+    """Whether the plan's default objective applies to the registered attack ``attack``: the attacks
+    whose own default is CE (FGSM, BIM, PGD, MIM, APGD, SPSA, SimBA), for which "which loss to ascend"
+    is the plan's choice. Attacks defined by their objective keep it: the margin of C&W, DeepFool and
+    FAB, the fixed losses of APGD-CE/-DLR/-T and Square. An unknown name is left to validation."""
+    if attack not in ATTACKS:
+        return False
+    return ATTACKS.defaults(attack).get("objective") == "ce"

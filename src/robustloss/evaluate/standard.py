@@ -170,7 +170,7 @@ def standard_evaluation(
     adaptive = resolve_objective("adaptive", model) if getattr(model, "trained_with", None) else None
     plan = standard_plan(norm, eps, version, num_classes=num_classes, adaptive_objective=adaptive, attacks=attacks)
     config = EvaluateConfig(attacks=plan, batch_size=batch_size, mode="worst-case", diagnostics=diagnostics,
-                            seed=seed, overrides=dict(overrides or {}))
+                            seed=seed, overrides=dict(overrides or {}), objective=None)  # the plan sets each one
     started = time.perf_counter()
     evaluation = run_evaluation(model, split, config, device=device, cache_dir=cache_dir, progress=progress,
                                 log=log, meta={"standard": version, "norm": norm})
