@@ -47,10 +47,18 @@ def run_demo(
         raise RobustlossError(f"{len(failed)} demo run(s) failed: {failed[0].error}; see `robustloss ls --root {root}`")
     files = build_report(runner.store, experiment.name, root / "reports", scale=experiment.scale, log=lambda _: None)
     log("")
-    log(files.markdown.read_text())
+    log(findings_section(files.markdown.read_text()))
     log(f"Report (open in a browser, works offline): {files.html}")
     log(f"Tables: {files.markdown}, {files.csv}, {files.latex}")
     for plot in files.plots:
         log(f"Plot: {plot}")
     log(f"Wall time: {(time.perf_counter() - started) / 60:.1f} min")
     return files
+
+
+def findings_section(markdown: str) -> str:
+    """The report's title and Findings block: what the demo prints. The tables beside the paper, the
+    analyses and the diagnostics follow in the report files, so a log stays short."""
+    head, sep, rest = markdown.partition("\n## Results")
+    return head.rstrip() + ("\n\n(The tables beside the paper's numbers, the analyses and the diagnostics "
+                            "are in the report below.)" if sep else "")

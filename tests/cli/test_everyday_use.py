@@ -193,3 +193,26 @@ def test_help_text_has_no_raw_markup():
     for action in parser._subparsers._group_actions:  # every command's own help
         texts += [command.format_help() for command in action.choices.values()]
     assert not [t for t in texts if "``" in t]
+
+
+def test_long_runs_log_every_fifth_epoch_and_phase_ends_off_a_terminal(monkeypatch):
+    from robustloss.train import Phase, TrainConfig
+    from robustloss.train.trainer import _logs_epoch
+
+    monkeypatch.delenv("ROBUSTLOSS_PROGRESS", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    config = TrainConfig(recipe=[Phase("ce", 50), Phase("pc", 50)])
+    logged = [e + 1 for e in range(100) if _logs_epoch(e, config, None)]
+    assert logged == [1] + list(range(5, 51, 5)) + [51] + list(range(55, 101, 5))
+    assert all(_logs_epoch(e, config, True) for e in range(100))  # a terminal (or --progress): every epoch
+    short = TrainConfig(recipe=[Phase("ce", 20)])
+    assert all(_logs_epoch(e, short, None) for e in range(20))
+
+
+def test_the_demo_prints_the_findings_and_leaves_the_tables_to_the_report():
+    from robustloss.demo import findings_section
+
+    report = "# Title\n\n## Findings\n\nPC-LC is more robust than CE: reproduced\n\n## Results\n\n| big table |\n"
+    printed = findings_section(report)
+    assert printed.startswith("# Title\n\n## Findings") and "reproduced" in printed
+    assert "big table" not in printed and "in the report below" in printed

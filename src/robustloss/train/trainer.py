@@ -52,6 +52,7 @@ from robustloss.errors import CheckpointError, ConfigError, NonFiniteLossError, 
 from robustloss.losses import Loss, create_loss
 from robustloss.models.classifier import Classifier
 from robustloss.models.saved import HeadSpec, ModelSpec, save_model
+from robustloss.progress import show_progress
 from robustloss.train.adversarial import AdversarialTraining
 from robustloss.train.overfitting_guard import OverfittingGuard, split_held_out
 from robustloss.train.trades import TradesTraining
@@ -262,9 +263,28 @@ def _train_epoch(run: _Run, at: _State, epoch: int) -> dict:
     row["seconds"] = time.perf_counter() - started
     adv = f"  adversarial {100 * row['adv_fraction']:.0f}%" if row.get("adv_fraction") else ""
     held = f"  held-out PGD {100 * row['guard_pgd_acc']:.1f}%" if row.get("guard_pgd_acc", -1) >= 0 else ""
-    run.log(f"{desc}: loss {row['train_loss']:.4f}  train acc {100 * row['train_acc']:.1f}%  "
-            f"test acc {100 * test_acc:.1f}%{adv}{held}  ({row['seconds']:.1f}s)")
+    if _logs_epoch(epoch, config, run.progress) or adv or held:
+        run.log(f"{desc}: loss {row['train_loss']:.4f}  train acc {100 * row['train_acc']:.1f}%  "
+                f"test acc {100 * test_acc:.1f}%{adv}{held}  ({row['seconds']:.1f}s)")
     return row
+
+
+# Off a terminal a long run logs every EPOCH_LOG_EVERY-th epoch (and each phase's first and last), so a
+# 100-epoch model leaves about 25 lines in a CI or cluster log instead of 100; metrics.csv has them all.
+EPOCH_LOG_EVERY = 5
+SHORT_RUN_EPOCHS = 20  # runs this short log every epoch anyway
+
+
+def _logs_epoch(epoch: int, config: TrainConfig, progress: bool | None) -> bool:
+    """Whether epoch ``epoch`` (0-based) gets a log line: always on a terminal and in short runs."""
+    if show_progress(progress) or config.total_epochs <= SHORT_RUN_EPOCHS:
+        return True
+    start = 0
+    for phase in config.recipe:
+        if epoch in (start, start + phase.epochs - 1):
+            return True
+        start += phase.epochs
+    return (epoch + 1) % EPOCH_LOG_EVERY == 0
 
 
 def _restore(at: _State, state: dict, path: Path, config: TrainConfig, dev: torch.device,
