@@ -216,3 +216,14 @@ def test_the_demo_prints_the_findings_and_leaves_the_tables_to_the_report():
     printed = findings_section(report)
     assert printed.startswith("# Title\n\n## Findings") and "reproduced" in printed
     assert "big table" not in printed and "in the report below" in printed
+
+
+def test_a_run_trained_exactly_like_the_papers_model_is_compared_without_asking():
+    import dataclasses
+
+    from robustloss.cli.eval import paper_table_of
+
+    cell = next(c for c in load_experiment("pc-table1", "paper").cells if c.train.dataset == "fashion-mnist")
+    assert paper_table_of(cell.train) == "pc-table1"
+    assert paper_table_of(dataclasses.replace(cell.train, seed=cell.train.seed + 1)) is None
+    assert paper_table_of(dataclasses.replace(cell.train, batch_size=64)) is None

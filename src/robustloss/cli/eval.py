@@ -59,8 +59,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--attacks", help=f"comma-separated attack or preset names (default {DEFAULT_ATTACKS}; see "
                                       "`robustloss attacks`)")
     ev.add_argument("--compare", metavar="TABLE", choices=["pc-table1"],
-                    help="print a paper's numbers beside ours (pc-table1: the PC paper's Table 1, for a model "
-                         "trained like the paper's); by default the table shows our numbers only")
+                    help="print a paper's numbers beside ours (pc-table1: the PC paper's Table 1). Without it, "
+                         "only a run trained exactly like one of the paper's models gets them")
     ev.add_argument("--eps", help="comma-separated budgets on [0, 1] images (default: the dataset's convention: "
                                   "0.1,0.2,0.3 on gray digits, 8/255 on colour images; with --norm l2, 2.0 and "
                                   "0.5), written "
@@ -315,7 +315,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
             print()
             print(write_comparison({method: evaluation}, {method: method.upper()}, dataset, out, title=title,
-                                   published=args.compare))
+                                   published=args.compare or _paper_table_of(args)))
         diagnostics = diagnostics_of(evaluation)
         if diagnostics:
             table = format_diagnostics(diagnostics)
@@ -342,6 +342,30 @@ def _exclusive(out: Path):
           flush=True)
     with locked(out, wait=True):
         yield
+
+
+# The paper tables `eval` can print beside ours, and the experiment whose training configs they came from.
+COMPARABLE_TABLES = {"pc-table1": "pc-table1"}
+
+
+def paper_table_of(config) -> str | None:
+    """The paper table whose training recipe ``config`` (a TrainConfig) is exactly, at paper scale:
+    a run trained like the paper's model gets the paper's numbers beside ours without --compare."""
+    from robustloss.experiments.schema import config_hash, load_experiment
+
+    wanted = config_hash(config)
+    for table, experiment in COMPARABLE_TABLES.items():
+        if any(config_hash(cell.train) == wanted for cell in load_experiment(experiment, "paper").cells):
+            return table
+    return None
+
+
+def _paper_table_of(args: argparse.Namespace) -> str | None:
+    if args.model or not args.run:
+        return None
+    from robustloss.train import load_config
+
+    return paper_table_of(load_config(Path(args.run)))
 
 
 def _dataset_of(args: argparse.Namespace) -> str | None:
