@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustloss.cli.common import add_progress_flag
+from robustloss.cli.common import add_common
 from robustloss.errors import ConfigError, RobustlossError
 from robustloss.experiments.shipped import find_experiment
 
@@ -30,9 +30,7 @@ def add_experiment_parsers(sub) -> None:
     run.add_argument("--dry-run", action="store_true", help="validate and list the cells without running them")
     run.add_argument("--tensorboard", action="store_true", help="also log training to TensorBoard (if installed)")
     _add_root(run)
-    run.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    add_progress_flag(run)
+    add_common(run)  # --data-dir, --device, --progress
     run.set_defaults(handler=closing_stores(cmd_run))
 
     sweep = sub.add_parser(
@@ -56,9 +54,7 @@ def add_experiment_parsers(sub) -> None:
     sweep.add_argument("--out", help="report folder (default: ROOT/reports)")
     sweep.add_argument("--dry-run", action="store_true", help="validate and list the cells without running them")
     _add_root(sweep)
-    sweep.add_argument("--data-dir", help="data root (default: $ROBUSTLOSS_DATA or ~/.cache/robustloss)")
-    sweep.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    add_progress_flag(sweep)
+    add_common(sweep)  # --data-dir, --device, --progress
     sweep.set_defaults(handler=closing_stores(cmd_sweep))
 
     ls = sub.add_parser("ls", help="list the runs in the results store with their status")
