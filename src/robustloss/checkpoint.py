@@ -175,29 +175,22 @@ def _local_header_damage(path: Path) -> str | None:
                     or not _padding_intact(extra)):
                 return (f"the local header of member {member.filename!r} disagrees with the archive's directory: "
                         "its bytes changed after it was written")
-            if flags & _DATA_DESCRIPTOR and not _descriptor_intact(raw, member):
+            if flags & _DATA_DESCRIPTOR and not _descriptor_intact(raw, member, len(name) + len(extra)):
                 return (f"the data descriptor of member {member.filename!r} disagrees with the archive's "
                         "directory: its bytes changed after it was written")
         return _end_record_damage(raw, len(archive.infolist()))
 
 
-def _descriptor_intact(raw: BinaryIO, member: zipfile.ZipInfo) -> bool:
-    """The CRC and sizes written after a member's data (flag bit 3) match the central directory's."""
-    raw.seek(member.header_offset + _LOCAL_HEADER.size + len(member.orig_filename.encode()) + len(
-        _local_extra(raw, member)) + member.compress_size)
+def _descriptor_intact(raw: BinaryIO, member: zipfile.ZipInfo, name_and_extra: int) -> bool:
+    """The CRC and sizes written after a member's data (flag bit 3) match the central directory's.
+    ``name_and_extra``: the lengths of the local header's name and extra field, already read."""
+    raw.seek(member.header_offset + _LOCAL_HEADER.size + name_and_extra + member.compress_size)
     block = raw.read(24)
     if block[:4] == b"PK\x07\x08":  # the signature is optional
         block = block[4:]
     wanted = (member.CRC, member.compress_size, member.file_size)
     return (struct.unpack_from("<3L", block) == wanted if len(block) >= 12 else False) or (
         len(block) >= 20 and struct.unpack_from("<L2Q", block) == wanted)
-
-
-def _local_extra(raw: BinaryIO, member: zipfile.ZipInfo) -> bytes:
-    raw.seek(member.header_offset)
-    fields = _LOCAL_HEADER.unpack(raw.read(_LOCAL_HEADER.size))
-    raw.seek(fields[-2], os.SEEK_CUR)
-    return raw.read(fields[-1])
 
 
 _ZIP64_END = struct.Struct("<4sQ2H2L4Q")  # signature, size, versions, disk numbers, entry counts, directory
