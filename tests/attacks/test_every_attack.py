@@ -11,6 +11,7 @@ N = 100
 # name -> (constructor parameters for a quick run, minimum accuracy drop it must cause)
 FAST = {
     "fgsm": ({"eps": 0.2}, 0.3),
+    "fgsm-rs": ({"eps": 0.2}, 0.2),
     "bim": ({"eps": 0.2, "steps": 10, "step_size": 0.03}, 0.4),
     "pgd": ({"eps": 0.2, "steps": 10, "step_size": 0.03}, 0.4),
     "mim": ({"eps": 0.2, "steps": 10, "step_size": 0.03}, 0.4),

@@ -14,13 +14,7 @@ from robustloss.errors import ConfigError
 from robustloss.losses import create_loss
 from robustloss.models.classifier import Classifier
 from robustloss.train import AdversarialConfig, Phase, TrainConfig, train
-from robustloss.train.adversarial import (
-    AdversarialTraining,
-    adversarial_count,
-    loss_gain,
-    objective_gain,
-    perturb,
-)
+from robustloss.train.adversarial import AdversarialTraining, adversarial_count
 
 QUIET = {"progress": False, "log": lambda _: None, "device": "cpu"}
 
@@ -99,15 +93,15 @@ def test_defaults_resolve_per_method_and_leave_old_configs_alone():
     assert plain.adversarial is None and plain.max_train_samples is None
 
 
-# --- perturb ---------------------------------------------------------------------------------
+# --- the attack engine with per-example budgets -------------------------------------------------
 
 
 def test_pgd_stays_in_each_examples_ball_and_the_image_box(trained_lenet, test_batch):
     x, y = test_batch
     eps = torch.linspace(0, 0.3, len(y))
     eps[::7] = 0.0
-    x_adv = perturb(trained_lenet, x, y, gain_fn=objective_gain("ce", trained_lenet, False), eps=eps, steps=5,
-                    step_size=2.5 * eps / 5, random_start=True, generator=torch.Generator().manual_seed(0))
+    attack = create_attack("pgd", eps=0.3, steps=5, step_size=None, relative_step=0.5, early_stop=False)
+    x_adv = attack.craft(trained_lenet, x, y, eps=eps, generator=torch.Generator().manual_seed(0))
     linf = (x_adv - x).flatten(1).abs().amax(1)
     assert (linf <= eps + 1e-6).all()
     assert x_adv.min() >= 0 and x_adv.max() <= 1
@@ -115,37 +109,78 @@ def test_pgd_stays_in_each_examples_ball_and_the_image_box(trained_lenet, test_b
     assert (linf[eps > 0.05] > 0.5 * eps[eps > 0.05]).all()  # the budget is actually used
 
 
-def test_fgsm_matches_the_evaluation_attack_and_hurts_accuracy(trained_lenet, test_batch):
+def test_per_example_budgets_equal_one_call_per_budget(trained_lenet, test_batch):
+    """A call with per-sample eps gives each sample what a call at its own eps alone gives it."""
+    x, y = test_batch[0][:60], test_batch[1][:60]
+    budgets = torch.tensor([0.05, 0.15, 0.3]).repeat_interleave(20)
+    for name, params in [("fgsm", {}), ("pgd", {"steps": 5, "step_size": None, "relative_step": 0.5,
+                                                "random_start": False}), ("pgd-l2", {"steps": 5})]:
+        scale = 10.0 if name == "pgd-l2" else 1.0
+        mixed = create_attack(name, eps=0.3 * scale, early_stop=False, **params).craft(
+            trained_lenet, x, y, eps=budgets * scale)
+        for eps in (0.05, 0.15, 0.3):
+            rows = budgets == eps
+            attack = create_attack(name, eps=eps * scale, early_stop=False, **params)
+            alone = attack.craft(trained_lenet, x[rows], y[rows])
+            if name == "pgd-l2":  # its step is 2.5 eps / steps for its own eps, a fixed number per call
+                continue
+            assert torch.allclose(mixed[rows], alone, atol=1e-6), (name, eps)
+
+
+def test_per_sample_eps_is_refused_where_an_attack_has_one_budget(trained_lenet, test_batch):
+    x, y = test_batch[0][:4], test_batch[1][:4]
+    with pytest.raises(ValueError, match="one budget for the whole batch"):
+        create_attack("apgd-ce", eps=0.3).craft(trained_lenet, x, y, eps=torch.full((4,), 0.1))
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        create_attack("pgd", eps=0.3).craft(trained_lenet, x, y, eps=torch.full((3,), 0.1))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        create_attack("pgd", eps=0.3).craft(trained_lenet, x, y, eps=torch.tensor([0.1, -0.1, 0.1, 0.1]))
+
+
+def test_fgsm_in_training_is_the_evaluation_fgsm_and_hurts_accuracy(trained_lenet, test_batch):
     x, y = test_batch
-    eps = torch.full((len(y),), 0.3)
-    x_adv = perturb(trained_lenet, x, y, gain_fn=objective_gain("ce", trained_lenet, False), eps=eps, steps=1,
-                    step_size=eps, random_start=False, generator=torch.Generator())
+    config = AdversarialConfig(method="fgsm", eps=0.3, ratio=1.0, objective="ce")
+    x_adv, count = AdversarialTraining(config, create_loss("ce"), trained_lenet)(x, y, torch.Generator())
     reference = create_attack("fgsm", eps=0.3)(trained_lenet, x, y).x_adv
     with torch.no_grad():
         correct = trained_lenet(x).argmax(1) == y  # the evaluation attack leaves the others as they are
-    assert torch.allclose(x_adv[correct], reference[correct], atol=1e-6)
+    assert count == len(y)
+    assert torch.equal(x_adv[correct], reference[correct])
+    assert not torch.equal(x_adv[~correct], x[~correct])  # training pushes the misclassified ones too
     assert accuracy(trained_lenet, x, y) > 0.9
     assert accuracy(trained_lenet, x_adv, y) < 0.5
 
 
-@pytest.mark.parametrize("gain", ["loss", "cw", "adaptive"])
-def test_targeted_perturbation_moves_predictions_to_the_targets(trained_lenet, test_batch, gain):
+@pytest.mark.parametrize("objective", ["loss", "cw", "adaptive"])
+def test_targeted_training_examples_move_predictions_to_the_targets(trained_lenet, test_batch, objective):
     x, y = test_batch
-    if gain == "loss":
-        gain_fn = loss_gain(create_loss("ce"), trained_lenet)
-    else:  # objectives' targeted forms are maximised; perturb descends, so the sign must be handled
-        gain_fn = objective_gain(gain, trained_lenet, targeted=True)
-    target = (y + 1 + torch.randint(0, 9, y.shape, generator=torch.Generator().manual_seed(1))) % 10
-    eps = torch.full((len(y),), 0.3)
+    config = AdversarialConfig(method="pgd", eps=0.3, steps=10, step_size=0.075, random_start=False, ratio=1.0,
+                               objective=objective, targeted=True)
+    hook = AdversarialTraining(config, create_loss("ce"), trained_lenet)
+    target = hook.draw_targets(y, torch.Generator().manual_seed(1))
+    x_adv = hook.craft(x, y, torch.full((len(y),), 0.3), torch.Generator(), target)
 
     def hit(images):
         return float((trained_lenet(images).argmax(1) == target).float().mean())
 
-    x_adv = perturb(trained_lenet, x, y, gain_fn=gain_fn, eps=eps, steps=10,
-                    step_size=eps / 4, random_start=False, generator=torch.Generator(), target=target)
     with torch.no_grad():
         assert hit(x) < 0.05
         assert hit(x_adv) > 0.5
+
+
+def test_the_loss_objective_is_the_phases_loss_on_the_train_mode_head(trained_lenet, test_batch):
+    """``objective: loss`` ascends the training loss itself: for CE it is the CE objective exactly."""
+    x, y = test_batch[0][:50], test_batch[1][:50]
+    eps = torch.full((50,), 0.2)
+    crafted = {}
+    for objective in ("loss", "ce"):
+        config = AdversarialConfig(method="pgd", eps=0.2, steps=3, ratio=1.0, objective=objective)
+        hook = AdversarialTraining(config, create_loss("ce"), trained_lenet)
+        crafted[objective] = hook.craft(x, y, eps, torch.Generator().manual_seed(0))
+    assert torch.equal(crafted["loss"], crafted["ce"])
+    hook = AdversarialTraining(AdversarialConfig(method="fgsm", eps=0.2), create_loss("ce"), trained_lenet)
+    with pytest.raises(RuntimeError, match="inside watching"):
+        hook.objective(trained_lenet(x), y, False)  # outside a craft no features were seen
 
 
 def test_no_parameter_gradients_and_mode_and_batchnorm_statistics_kept():
@@ -155,16 +190,17 @@ def test_no_parameter_gradients_and_mode_and_batchnorm_statistics_kept():
     bn = backbone[1]
     before = (bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked))
     x, y = torch.rand(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
-    eps = torch.full((5,), 0.1)
-    perturb(model, x, y, gain_fn=objective_gain("cw", model, False), eps=eps, steps=3, step_size=eps / 2,
-            random_start=True, generator=torch.Generator().manual_seed(0))
-    assert model.training and bn.training
-    assert all(p.grad is None for p in model.parameters())
-    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
-    assert int(bn.num_batches_tracked) == before[2]
+    for method, objective in (("pgd", "cw"), ("fgsm", "loss")):
+        config = AdversarialConfig(method=method, eps=0.1, steps=3 if method == "pgd" else None, ratio=1.0,
+                                   objective=objective)
+        AdversarialTraining(config, create_loss("ce"), model)(x, y, torch.Generator().manual_seed(0))
+        assert model.training and bn.training
+        assert all(p.grad is None for p in model.parameters())
+        assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+        assert int(bn.num_batches_tracked) == before[2]
     model.eval()
-    perturb(model, x, y, gain_fn=objective_gain("ce", model, False), eps=eps, steps=1, step_size=eps,
-            random_start=False, generator=torch.Generator())
+    AdversarialTraining(AdversarialConfig(method="fgsm", eps=0.1, ratio=1.0), create_loss("ce"), model)(
+        x, y, torch.Generator())
     assert not model.training
 
 

@@ -100,7 +100,7 @@ def test_trades_loss_is_the_natural_loss_plus_beta_times_the_kl_at_the_crafted_p
     model.train()
     try:
         loss, logits, n = hook.step_loss(loss_fn, x, y, torch.Generator().manual_seed(0))
-        x_adv = hook.craft(x, torch.Generator().manual_seed(0))  # same draws: the same x_adv
+        x_adv = hook.craft_kl(x, torch.Generator().manual_seed(0))  # same draws: the same x_adv
         with torch.no_grad():
             natural = loss_fn(model(x), y)
             expected = natural + 3.0 * kl_per_sample(model(x), model(x_adv)).mean()

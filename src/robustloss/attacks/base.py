@@ -14,6 +14,13 @@ only). ``attack(model, x, y, target=None, generator=None, precision="fp32") -> A
   report the distance they needed; with a number they are held to that budget;
 * judges success with one final forward pass on the returned images.
 
+Attacks with ``per_sample_eps = True`` (the iterative family) also take ``eps=`` at call time: a
+tensor of shape (N,) giving every sample its own budget, which replaces the constructed ``eps`` for
+that call. Adversarial training uses it to draw eps ~ U[lo, hi] per example (PC paper, Table 5).
+``attack.craft(...)`` returns the adversarial images alone, without the verdict pass: training
+trains on them and needs no verdict. ``objective`` is a registered name or, for training's own
+objectives (the phase's loss, TRADES' KL), a callable ``(logits, labels, targeted) -> (N,)``.
+
 ``precision="bf16"`` runs the attack's own forward passes (its gradient steps) under bfloat16
 autocast for speed; the final forward pass that judges success is always float32 with autocast
 off, even inside a caller's autocast region, so a sample is never reported fooled because of a
@@ -64,15 +71,22 @@ class Attack:
     # the batch). The per-sample results are the same either way, so this is not a hyper-parameter:
     # False keeps the full-batch loop, for benchmarks and the tests that prove the agreement.
     active_set: bool = True
+    # Whether a call may give each sample its own budget (``eps=`` a tensor of shape (N,)).
+    per_sample_eps: ClassVar[bool] = False
 
-    def __init__(self, *, eps: float | None, targeted: bool = False, objective: str | None = "ce"):
+    def __init__(self, *, eps: float | None, targeted: bool = False, objective: str | Objective | None = "ce"):
         if eps is not None and not (eps >= 0 and math.isfinite(eps)):
             raise ValueError(f"{self.name}: eps must be a finite number >= 0 (or None where unbounded), got {eps}")
         self.eps = None if eps is None else float(eps)
         self.targeted = bool(targeted)
-        if objective is not None:  # None: the attack uses no objective (noise, rotation)
+        # A callable objective is used as given (training's loss or TRADES' KL); a name is looked up
+        # per call, so "adaptive" resolves to whatever fits the model attacked. None: no objective.
+        self.custom_objective: Objective | None = objective if callable(objective) else None
+        if self.custom_objective is not None:
+            objective = getattr(objective, "__name__", "custom")
+        elif objective is not None:
             check_objective_name(objective)
-        self.objective_name = objective  # may be "adaptive": resolved per model at call time
+        self.objective_name = objective
 
     def hyperparameters(self) -> dict:
         return {"eps": self.eps, "targeted": self.targeted, "objective": self.objective_name}
@@ -91,27 +105,16 @@ class Attack:
         target: Tensor | None = None,
         generator: torch.Generator | None = None,
         precision: str = "fp32",
+        eps: Tensor | None = None,
     ) -> AttackResult:
-        check_precision(precision)
-        if x.dim() != 4:
-            raise ValueError(f"attacks take NCHW image batches, got shape {tuple(x.shape)}")
-        if float(x.min()) < 0 or float(x.max()) > 1:
-            raise ValueError("attacks take images in [0, 1]; normalisation belongs inside the model")
-        if self.targeted and target is None:
-            raise ValueError(f"{self.name} was built with targeted=True: pass target=<labels>")
+        x_adv, queries, objective = self._attack(model, x, y, target, generator, precision, eps)
         goal = target if self.targeted else y
-        objective = resolve_objective(self.objective_name, model) if self.objective_name else ""
-        x = x.detach()
         with kept_modes(model):
             model.eval()
-            with torch.enable_grad(), autocast_context(precision, x.device):
-                x_adv, queries = self.run(model, x, y, goal, get_objective(objective) if objective else None, generator)
-            x_adv = x_adv.detach().to(x.dtype)  # a bf16 step must not leak into the returned images
-            self._check_budget(x, x_adv)
             with torch.no_grad(), full_precision(x.device):  # the verdict: always float32
                 pred = model(x_adv).argmax(dim=1)
         success = pred == goal if self.targeted else pred != y
-        diff = (x_adv - x).flatten(1)
+        diff = (x_adv - x.detach()).flatten(1)
         return AttackResult(
             x_adv=x_adv,
             pred=pred,
@@ -121,6 +124,63 @@ class Attack:
             l2=diff.norm(dim=1),
             objective=objective,
         )
+
+    @final
+    def craft(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        *,
+        target: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        precision: str = "fp32",
+        eps: Tensor | None = None,
+    ) -> Tensor:
+        """The adversarial images alone: the same attack as a call, without the verdict pass."""
+        return self._attack(model, x, y, target, generator, precision, eps)[0]
+
+    def _attack(self, model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None,
+                generator: torch.Generator | None, precision: str, eps: Tensor | None
+                ) -> tuple[Tensor, Tensor, str]:
+        """(x_adv within budget, queries, objective name) after checking the inputs."""
+        check_precision(precision)
+        if x.dim() != 4:
+            raise ValueError(f"attacks take NCHW image batches, got shape {tuple(x.shape)}")
+        if float(x.min()) < 0 or float(x.max()) > 1:
+            raise ValueError("attacks take images in [0, 1]; normalisation belongs inside the model")
+        if self.targeted and target is None:
+            raise ValueError(f"{self.name} was built with targeted=True: pass target=<labels>")
+        budget = {} if eps is None else {"eps": self._checked_sample_eps(eps, len(x))}
+        goal = target if self.targeted else y
+        objective, name = self._objective_for(model)
+        x = x.detach()
+        with kept_modes(model):
+            model.eval()
+            with torch.enable_grad(), autocast_context(precision, x.device):
+                x_adv, queries = self.run(model, x, y, goal, objective, generator, **budget)
+        x_adv = x_adv.detach().to(x.dtype)  # a bf16 step must not leak into the returned images
+        self._check_budget(x, x_adv, budget.get("eps"))
+        return x_adv, queries, name
+
+    def _objective_for(self, model: nn.Module) -> tuple[Objective | None, str]:
+        if self.custom_objective is not None:
+            return self.custom_objective, self.objective_name
+        if not self.objective_name:
+            return None, ""
+        name = resolve_objective(self.objective_name, model)
+        return get_objective(name), name
+
+    def _checked_sample_eps(self, eps: Tensor, n: int) -> Tensor:
+        if not self.per_sample_eps:
+            raise ValueError(f"{self.name} takes one budget for the whole batch; per-sample eps is for the "
+                             f"iterative attacks (fgsm, fgsm-rs, bim, pgd, mim, pgd-l2)")
+        if not isinstance(eps, Tensor) or eps.shape != (n,):
+            raise ValueError(f"{self.name}: per-sample eps must be a tensor of shape ({n},), "
+                             f"got {tuple(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__}")
+        if not bool(torch.isfinite(eps).all()) or bool((eps < 0).any()):
+            raise ValueError(f"{self.name}: per-sample eps must be finite and >= 0")
+        return eps.detach()
 
     def run(
         self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, objective: Objective,
@@ -134,21 +194,23 @@ class Attack:
         pred = logits.argmax(dim=1)
         return pred == goal if self.targeted else pred != y
 
-    def _check_budget(self, x: Tensor, x_adv: Tensor) -> None:
+    def _check_budget(self, x: Tensor, x_adv: Tensor, sample_eps: Tensor | None = None) -> None:
         if x_adv.shape != x.shape:
             raise AttackBudgetError(f"{self.name} changed the input shape {tuple(x.shape)} -> {tuple(x_adv.shape)}")
         if not torch.isfinite(x_adv).all():
             raise AttackBudgetError(f"{self.name} returned non-finite pixels")
         if float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
             raise AttackBudgetError(f"{self.name} left the [0, 1] image box")
-        if self.norm is None or self.eps is None:
+        if self.norm is None or (self.eps is None and sample_eps is None):
             return
-        if self.norm == "linf":
-            size = float((x_adv - x).abs().amax())
-        else:
-            size = float((x_adv - x).flatten(1).norm(dim=1).max())
-        if size > self.eps + BUDGET_TOLERANCE:
-            raise AttackBudgetError(f"{self.name} exceeded its {self.norm} budget: {size:.6g} > eps={self.eps:.6g}")
+        diff = (x_adv - x).flatten(1)
+        sizes = diff.abs().amax(dim=1) if self.norm == "linf" else diff.norm(dim=1)
+        limit = torch.full_like(sizes, self.eps) if sample_eps is None else sample_eps.to(sizes)
+        over = sizes - limit
+        worst = int(over.argmax())
+        if float(over[worst]) > BUDGET_TOLERANCE:
+            raise AttackBudgetError(f"{self.name} exceeded its {self.norm} budget: {float(sizes[worst]):.6g} > "
+                                    f"eps={float(limit[worst]):.6g}")
 
 
 def warn_if_budget_unreachable(name: str, steps: int, step_size: float, eps: float) -> None:

@@ -22,6 +22,7 @@ from typing import Callable
 import torch.nn.functional as F
 from torch import Tensor
 
+from robustloss.errors import ConfigError, UnknownNameError
 from robustloss.registry import Registry
 
 Objective = Callable[[Tensor, Tensor, bool], Tensor]
@@ -77,9 +78,16 @@ def get_objective(name: str) -> Objective:
     return OBJECTIVES.get(name)
 
 
-def check_objective_name(name: str) -> None:
-    if name != ADAPTIVE:
-        OBJECTIVES.get(name)
+def check_objective_name(name: str, *, also: tuple[str, ...] = (), where: str = "") -> None:
+    """Refuse an unknown objective name, listing the accepted ones: the registered objectives,
+    ``adaptive`` and ``also`` (names a caller accepts besides, like training's ``loss``). ``where``
+    (a config key) turns the refusal into a ``ConfigError`` that names it."""
+    if name == ADAPTIVE or name in also or name in OBJECTIVES:
+        return
+    error = UnknownNameError("attack objective", name, [*OBJECTIVES.names(), ADAPTIVE, *also])
+    if where:
+        raise ConfigError(f"{where}: {error}")
+    raise error
 
 
 def resolve_objective(name: str, model) -> str:

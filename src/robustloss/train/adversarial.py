@@ -1,140 +1,96 @@
-"""Adversarial training (AT): replace part of each mini-batch by L-inf adversarial examples.
+"""Adversarial training (AT): the policy that replaces part of each mini-batch by adversarial examples.
 
-Training needs a budget per example (the PC paper draws eps ~ U[lo, hi] for every example,
-Table 5), which the evaluation attacks in ``robustloss.attacks`` do not take, so this module
-has its own compact signed-gradient loop:
+The examples are crafted by the evaluation's own attacks (``robustloss.attacks``): FGSM, FGSM from a
+random start ("fast" AT, ``fgsm-rs``) and PGD, called with one budget per example (the PC paper draws
+eps ~ U[lo, hi] for every example, Table 5). This module decides only
 
-* ``perturb`` - FGSM / PGD with per-example eps and step size, projected onto each example's
-  eps-ball and onto the [0, 1] image box;
-* ``AdversarialTraining`` - the per-step hook the epoch loop calls: it makes the first
-  ``round(ratio * n)`` examples of the (already shuffled) batch adversarial and leaves the
-  rest clean, so ratio 0.5 is the papers' 1:1 mix and ratio 1.0 is Madry et al.'s AT.
-  FGSM, FGSM from a random start ("fast" AT) and PGD all go through it; TRADES, which
-  changes the loss rather than the batch, lives in ``robustloss.train.trades``.
+* which examples: the first ``round(ratio * n)`` of the (already shuffled) batch, so ratio 0.5 is the
+  papers' 1:1 mix and ratio 1.0 is Madry et al.'s AT;
+* which eps: drawn per example from the configured range;
+* against what: the phase's training loss (``objective: loss``) or an attack objective, untargeted or
+  towards random wrong classes.
 
-Every random draw (eps, targets, random starts) comes from the run's own generator, whose
-state the trainer checkpoints, so a resumed AT run is bit-identical to an uninterrupted one.
+The attacks run to their last step (``early_stop=False``): an example the model already gets wrong is
+still pushed further, as textbook AT does. TRADES, which changes the loss rather than the batch, lives in
+``robustloss.train.trades``. Every random draw (eps, targets, random starts) comes from the run's own
+generator, whose state the trainer checkpoints, so a resumed AT run is bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from robustloss.attacks.step_rule import default_step_size
-from robustloss.attacks.objectives import get_objective, resolve_objective
+from robustloss.attacks import create_attack
+from robustloss.attacks.iterative import IterativeGradientAttack
+from robustloss.attacks.objectives import Objective
+from robustloss.attacks.step_rule import STEP_FACTOR
 from robustloss.losses.base import Loss
 from robustloss.models.classifier import Classifier
+from robustloss.models.modes import kept_modes
 from robustloss.train.config import AdversarialConfig
 
-# (logits, features, labels) -> per-sample gain. ``labels`` are the true classes for an
-# untargeted attack (which ascends the gain) and the targets for a targeted one (which descends).
-GainFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
+class TrainingLossObjective:
+    """The phase's training loss, per sample, as an attack objective (``objective: loss``).
 
-@contextmanager
-def _mode(module: nn.Module, training: bool) -> Iterator[None]:
-    """Temporarily put ``module`` in train or eval mode, restoring its previous mode after."""
-    was_training = module.training
-    module.train(training)
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
-def _per_example(values: Tensor, like: Tensor) -> Tensor:
-    """(n,) values shaped to broadcast over an (n, C, H, W) batch, on its device and dtype."""
-    return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-
-def _project(x_adv: Tensor, x: Tensor, radius: Tensor) -> Tensor:
-    """Clip to each example's L-inf ball around ``x``, then to valid pixels."""
-    return torch.maximum(torch.minimum(x_adv, x + radius), x - radius).clamp(0.0, 1.0)
-
-
-def perturb(
-    model: Classifier,
-    x: Tensor,
-    y: Tensor,
-    *,
-    gain_fn: GainFn,
-    eps: Tensor,
-    steps: int,
-    step_size: Tensor,
-    random_start: bool,
-    generator: torch.Generator,
-    target: Tensor | None = None,
-    start: Tensor | None = None,
-) -> Tensor:
-    """Signed-gradient L-inf attack with a budget ``eps[i]`` and step ``step_size[i]`` per example.
-
-    Untargeted: ascend ``gain_fn(logits, features, y)``; targeted: descend
-    ``gain_fn(logits, features, target)``. The model is crafted against in eval mode because
-    attack passes must not update BatchNorm running statistics (nor see dropout noise) - only
-    the training step itself should; its previous mode is restored afterwards. Gradients are
-    taken with ``torch.autograd.grad`` with respect to the input only, so no parameter ``.grad``
-    is accumulated. ``generator`` (a CPU generator) supplies the random start; ``start``, when
-    given, replaces it with a chosen starting point (projected into the ball first).
-
-    Under the training step's bf16 autocast (``precision: bf16``) the forward passes run in
-    bfloat16, which only makes the gradient's direction coarser; ``x``, ``x_adv`` and the
-    gradient with respect to ``x_adv`` stay float32 (autocast lowers only the model's matmuls
-    and convolutions), so the step, the projection and the clipping are exact float32.
-    """
-    if eps.shape != (len(x),) or step_size.shape != (len(x),):
-        raise ValueError(f"eps and step_size need one value per example ({len(x)}), "
-                         f"got shapes {tuple(eps.shape)} and {tuple(step_size.shape)}")
-    x = x.detach()
-    radius = _per_example(eps, x)
-    stride = _per_example(step_size, x)
-    goal, direction = (y, 1.0) if target is None else (target, -1.0)
-    x_adv = x.clone()
-    if start is not None:
-        x_adv = _project(start.detach(), x, radius)
-    elif random_start:
-        noise = torch.rand(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
-        x_adv = _project(x + (2 * noise - 1) * radius, x, radius)
-    with _mode(model, training=False), torch.enable_grad():
-        for _ in range(steps):
-            x_adv.requires_grad_(True)
-            logits, features = model.forward_with_features(x_adv)
-            gain = gain_fn(logits, features, goal).sum()  # per-sample gains: the sum's gradient is per example
-            (grad,) = torch.autograd.grad(gain, x_adv)
-            x_adv = _project(x_adv.detach() + direction * stride * grad.sign(), x, radius)
-    return x_adv.detach()
-
-
-def loss_gain(loss_fn: Loss, model: Classifier) -> GainFn:
-    """The phase's training loss, per sample, as the attack's gain.
-
-    Losses expect the head's training-mode output (I-SCE's head, for one, transforms its
-    logits only in eval mode), so the head alone is re-evaluated in train mode on the
-    features; the backbone stays in eval mode and BatchNorm statistics are left alone.
+    Losses expect the head's training-mode output (I-SCE's head, for one, transforms its logits only
+    in eval mode) and some need the penultimate features (center loss), so while ``watching`` a hook
+    keeps the features the attack's forward pass fed to the head, and the head alone is re-evaluated
+    in train mode on them; the backbone stays in eval mode and BatchNorm statistics are left alone.
     """
 
-    def gain(logits: Tensor, features: Tensor, labels: Tensor) -> Tensor:
-        with _mode(model.head, training=True):
-            train_logits = model.head(features)
-        return loss_fn.per_sample(train_logits, labels, features)
+    __name__ = "loss"
 
-    return gain
+    def __init__(self, loss_fn: Loss, model: Classifier):
+        self.loss_fn, self.model = loss_fn, model
+        self._features: Tensor | None = None
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        handle = self.model.head.register_forward_hook(self._keep_features)
+        try:
+            yield
+        finally:
+            handle.remove()
+            self._features = None
+
+    def _keep_features(self, module, inputs, output) -> None:
+        self._features = inputs[0]
+
+    def __call__(self, logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+        features = self._features
+        if features is None or len(features) != len(logits):
+            raise RuntimeError("the training-loss objective runs only inside watching(), after a forward pass")
+        with kept_modes(self.model.head):
+            self.model.head.train()
+            train_logits = self.model.head(features)
+        value = self.loss_fn.per_sample(train_logits, labels, features)
+        return -value if targeted else value
 
 
-def objective_gain(name: str, model: Classifier, targeted: bool) -> GainFn:
-    """An attack objective (``ce``, ``cw``, ``adaptive``...) as a gain for ``perturb``.
-
-    Objectives already flip sign for targeted attacks (they are always maximised), while
-    ``perturb`` descends toward targets, so the targeted form is negated here.
-    """
-    objective = get_objective(resolve_objective(name, model))
-    if targeted:
-        return lambda logits, features, labels: -objective(logits, labels, True)
-    return lambda logits, features, labels: objective(logits, labels, False)
+def training_attack(config: AdversarialConfig, objective: str | Objective) -> IterativeGradientAttack:
+    """The configured method as a ``robustloss.attacks`` attack with per-example budgets up to the range's top."""
+    eps = config.eps_range[1]
+    common = {"early_stop": False, "targeted": config.targeted, "objective": objective}
+    if config.method in ("fgsm", "fgsm-rs") and config.step_size is None:
+        random_start = config.resolved_random_start
+        if random_start and config.method == "fgsm-rs":
+            return create_attack("fgsm-rs", eps=eps, **common)
+        if not random_start and config.method == "fgsm":
+            return create_attack("fgsm", eps=eps, **common)
+    # PGD, or a one-step method with a fixed step or a non-default start: PGD with those settings.
+    if config.step_size is not None:
+        step = {"step_size": config.step_size}
+    else:
+        per_eps = {"fgsm": 1.0, "fgsm-rs": 1.25}.get(config.method, STEP_FACTOR / config.resolved_steps)
+        step = {"step_size": None, "relative_step": per_eps}
+    return create_attack("pgd", eps=eps, steps=config.resolved_steps, random_start=config.resolved_random_start,
+                         **step, **common)
 
 
 def adversarial_count(n: int, ratio: float) -> int:
@@ -145,13 +101,15 @@ def adversarial_count(n: int, ratio: float) -> int:
 class AdversarialTraining:
     """Turns a clean batch into the mixed clean/adversarial batch of one training step."""
 
-    def __init__(self, config: AdversarialConfig, loss_fn: Loss, model: Classifier):
-        self.config = config
-        self.model = model
-        if config.objective == "loss":
-            self.gain_fn = loss_gain(loss_fn, model)
-        else:
-            self.gain_fn = objective_gain(config.objective, model, config.targeted)
+    def __init__(self, config: AdversarialConfig, loss_fn: Loss, model: Classifier, precision: str = "fp32"):
+        self.config, self.model, self.precision = config, model, precision
+        self.objective: TrainingLossObjective | None = None
+        self.attack = self.make_attack(loss_fn)
+
+    def make_attack(self, loss_fn: Loss) -> IterativeGradientAttack:
+        if self.config.objective == "loss":
+            self.objective = TrainingLossObjective(loss_fn, self.model)
+        return training_attack(self.config, self.objective or self.config.objective)
 
     def draw_eps(self, m: int, generator: torch.Generator) -> Tensor:
         lo, hi = self.config.eps_range
@@ -159,20 +117,18 @@ class AdversarialTraining:
             return torch.full((m,), lo)
         return lo + (hi - lo) * torch.rand(m, generator=generator)
 
-    def step_sizes(self, eps: Tensor) -> Tensor:
-        if self.config.step_size is not None:
-            return torch.full_like(eps, self.config.step_size)
-        if self.config.method == "fgsm":
-            return eps.clone()
-        if self.config.method == "fgsm-rs":
-            return 1.25 * eps  # Wong et al. 2020: from a random start, a step of eps alone often falls short
-        return default_step_size(eps, self.config.resolved_steps)
-
     def draw_targets(self, y: Tensor, generator: torch.Generator) -> Tensor:
         """A uniformly random wrong class per example."""
         k = self.model.num_classes
         shift = torch.randint(1, k, (len(y),), generator=generator).to(y.device)
         return (y + shift) % k
+
+    def craft(self, x: Tensor, y: Tensor, eps: Tensor, generator: torch.Generator,
+              target: Tensor | None = None) -> Tensor:
+        watching = self.objective.watching() if self.objective is not None else _nothing()
+        with watching:
+            return self.attack.craft(self.model, x, y, target=target, generator=generator, precision=self.precision,
+                                     eps=eps.to(x.device))
 
     def step_loss(self, loss_fn: Loss, x: Tensor, y: Tensor, generator: torch.Generator
                   ) -> tuple[Tensor, Tensor, int]:
@@ -188,9 +144,9 @@ class AdversarialTraining:
             return x, 0
         eps = self.draw_eps(m, generator)
         target = self.draw_targets(y[:m], generator) if self.config.targeted else None
-        x_adv = perturb(
-            self.model, x[:m], y[:m], gain_fn=self.gain_fn, eps=eps, steps=self.config.resolved_steps,
-            step_size=self.step_sizes(eps), random_start=self.config.resolved_random_start,
-            generator=generator, target=target,
-        )
-        return torch.cat([x_adv, x[m:]]), m
+        return torch.cat([self.craft(x[:m], y[:m], eps, generator, target), x[m:]]), m
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from robustloss.attacks.objectives import check_objective_name
 from robustloss.config import check_linf_budget
 from robustloss.errors import ConfigError
 
@@ -90,7 +91,7 @@ class GuardConfig:
             value = getattr(self, key)
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"adversarial.guard.{key} must be a finite number > 0, got {value}")
-        _check_objective_name(self.objective, "adversarial.guard.objective", allow_loss=False)
+        check_objective_name(self.objective, where="adversarial.guard.objective")
 
 
 ADVERSARIAL_METHODS = ("fgsm", "fgsm-rs", "pgd", "trades")
@@ -160,7 +161,8 @@ class AdversarialConfig:
         return [float(b) for b in bounds] if isinstance(eps, (list, tuple)) else float(eps)
 
     def _check_objective(self) -> None:
-        _check_objective_name(self.objective, "adversarial.objective", allow_loss=True)
+        # "loss": the phase's training loss (robustloss.train.adversarial.TrainingLossObjective)
+        check_objective_name(self.objective, also=("loss",), where="adversarial.objective")
 
     @property
     def eps_range(self) -> tuple[float, float]:
@@ -184,18 +186,6 @@ class AdversarialConfig:
 
     def applies_to(self, phase_index: int) -> bool:
         return self.phases is None or phase_index in self.phases
-
-
-def _check_objective_name(name: str, key: str, allow_loss: bool) -> None:
-    if allow_loss and name == "loss":
-        return
-    from robustloss.attacks.objectives import check_objective_name
-
-    try:
-        check_objective_name(name)
-    except KeyError as err:
-        also = "'adaptive', or 'loss' for the phase's training loss" if allow_loss else "'adaptive'"
-        raise ConfigError(f"{key}: {err}; also accepted: {also}") from None
 
 
 @dataclass

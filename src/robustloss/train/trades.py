@@ -6,9 +6,10 @@ Instead of training on adversarial examples, every example contributes
 
 where ``L`` is the phase's own training loss (so TRADES composes with PC, MMC, I-SCE... as
 well as with CE, the original's choice) and x_adv maximises the KL term inside the eps-ball:
-signed-gradient ascent from x + 0.001 * N(0, I), with the model in eval mode and the clean
-distribution held fixed during the search, as in the authors' code. In the training step both
-distributions carry gradient. The KL is summed over classes and averaged over the batch.
+the evaluation's PGD (``robustloss.attacks``) with the KL as its objective, from
+x + 0.001 * N(0, I), with the model in eval mode and the clean distribution held fixed during
+the search, as in the authors' code. In the training step both distributions carry gradient.
+The KL is summed over classes and averaged over the batch.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robustloss.attacks import create_attack
+from robustloss.attacks.iterative import IterativeGradientAttack
+from robustloss.attacks.step_rule import STEP_FACTOR
 from robustloss.losses.base import Loss
 from robustloss.models.classifier import Classifier
-from robustloss.train.adversarial import AdversarialTraining, _mode, perturb
+from robustloss.models.modes import kept_modes
+from robustloss.train.adversarial import AdversarialTraining
 from robustloss.train.config import AdversarialConfig
 
 START_SCALE = 0.001  # std of the Gaussian start (TRADES' reference implementation)
@@ -32,31 +37,52 @@ def kl_per_sample(clean_logits: Tensor, adv_logits: Tensor) -> Tensor:
     return (clean_log_probs.exp() * (clean_log_probs - adv_log_probs)).sum(dim=1)
 
 
+class KLObjective:
+    """KL(clean || attacked) per sample, the clean logits held fixed: TRADES' inner maximisation as an
+    attack objective. It ignores the labels, and the attack must keep every row (no early stop)."""
+
+    __name__ = "trades-kl"
+
+    def __init__(self):
+        self.clean_logits: Tensor | None = None
+
+    def __call__(self, logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+        if self.clean_logits is None or len(self.clean_logits) != len(logits):
+            raise RuntimeError("the TRADES KL objective needs the clean logits of exactly the batch attacked")
+        return kl_per_sample(self.clean_logits, logits)
+
+
 class TradesTraining(AdversarialTraining):
-    def __init__(self, config: AdversarialConfig, loss_fn: Loss, model: Classifier):
-        super().__init__(config, loss_fn, model)  # its gain_fn goes unused: craft maximises the KL instead
+    def __init__(self, config: AdversarialConfig, loss_fn: Loss, model: Classifier, precision: str = "fp32"):
+        self.kl = KLObjective()
+        super().__init__(config, loss_fn, model, precision)
         self.beta = config.resolved_beta
 
-    def craft(self, x: Tensor, generator: torch.Generator) -> Tensor:
+    def make_attack(self, loss_fn: Loss) -> IterativeGradientAttack:
+        """PGD on the KL, every step on every example, from the Gaussian start when random starts are on."""
+        config = self.config
+        step = ({"step_size": config.step_size} if config.step_size is not None
+                else {"step_size": None, "relative_step": STEP_FACTOR / config.resolved_steps})
+        start = ({"random_start": True, "start_std": START_SCALE} if config.resolved_random_start
+                 else {"random_start": False})
+        return create_attack("pgd", eps=config.eps_range[1], steps=config.resolved_steps, early_stop=False,
+                             objective=self.kl, **step, **start)
+
+    def craft_kl(self, x: Tensor, generator: torch.Generator) -> Tensor:
         """x_adv maximising the KL to the (fixed) clean prediction, per-example eps."""
         eps = self.draw_eps(len(x), generator)
-        with torch.no_grad(), _mode(self.model, training=False):
-            clean_logits = self.model(x).detach()
-
-        def gain(logits: Tensor, features: Tensor, labels: Tensor) -> Tensor:
-            return kl_per_sample(clean_logits, logits)
-
-        start = None
-        if self.config.resolved_random_start:
-            noise = torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
-            start = x + START_SCALE * noise
-        return perturb(self.model, x, clean_logits.argmax(1), gain_fn=gain, eps=eps,
-                       steps=self.config.resolved_steps, step_size=self.step_sizes(eps),
-                       random_start=False, generator=generator, start=start)
+        with torch.no_grad(), kept_modes(self.model):
+            self.model.eval()
+            self.kl.clean_logits = self.model(x).detach()
+        try:
+            return self.attack.craft(self.model, x, self.kl.clean_logits.argmax(1), generator=generator,
+                                     precision=self.precision, eps=eps.to(x.device))
+        finally:
+            self.kl.clean_logits = None
 
     def step_loss(self, loss_fn: Loss, x: Tensor, y: Tensor, generator: torch.Generator
                   ) -> tuple[Tensor, Tensor, int]:
-        x_adv = self.craft(x, generator)
+        x_adv = self.craft_kl(x, generator)
         logits, features = self.model.forward_with_features(x)
         adv_logits = self.model(x_adv)
         loss = loss_fn(logits, y, features) + self.beta * kl_per_sample(logits, adv_logits).mean()

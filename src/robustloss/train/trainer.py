@@ -118,8 +118,8 @@ def _adversarial_hook(config: TrainConfig, phase_index: int, loss_fn: Loss, mode
     if at is None or not at.applies_to(phase_index):
         return None
     if at.method == "trades":
-        return TradesTraining(at, loss_fn, model)
-    return AdversarialTraining(at, loss_fn, model)
+        return TradesTraining(at, loss_fn, model, config.precision)
+    return AdversarialTraining(at, loss_fn, model, config.precision)
 
 
 def _overfitting_guard(config: TrainConfig, data: Dataset, run_dir: Path, log: Callable[[str], None]
