@@ -271,11 +271,11 @@ def work(finished, tmp_path, monkeypatch) -> Path:
 def test_full_disk_during_export_keeps_the_previous_file(work, monkeypatch, capsys):
     import builtins
 
-    from robustloss.experiments import store as store_module
+    from robustloss.experiments.store import export as store_export
 
     (work / "out.csv").write_text("the previous export\n")
     before = snapshot(work)
-    monkeypatch.setattr(store_module, "open", lambda *a, **k: FullDiskFile(builtins.open(*a, **k)), raising=False)
+    monkeypatch.setattr(store_export, "open", lambda *a, **k: FullDiskFile(builtins.open(*a, **k)), raising=False)
 
     assert main(["export", "out.csv", "--root", ROOT]) == 1
 

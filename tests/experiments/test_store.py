@@ -17,7 +17,7 @@ import pytest
 from robustloss.errors import RobustlossError
 from robustloss.evaluate.diagnostics import Diagnostic
 from robustloss.evaluate.records import NOT_ATTACKED, AttackRecord, Evaluation
-from robustloss.experiments import store as store_module
+from robustloss.experiments.store import migrations, results_store
 from robustloss.experiments.store import SCHEMA_VERSION, ResultsStore, StoreError
 
 TABLES = {"meta", "runs", "cells", "checkpoints", "metrics", "evaluations", "clean", "diagnostics"}
@@ -83,7 +83,7 @@ def assert_same_evaluation(got: Evaluation, want: Evaluation) -> None:
 def fixed_clock(monkeypatch) -> None:
     """Distinct, increasing timestamps, so that 'unchanged' and 'updated' are tellable apart."""
     ticks = itertools.count()
-    monkeypatch.setattr(store_module, "_now", lambda: f"2024-01-01T00:00:{next(ticks):02d}+00:00")
+    monkeypatch.setattr(results_store, "_now", lambda: f"2024-01-01T00:00:{next(ticks):02d}+00:00")
 
 
 # -- schema and migrations -------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def test_migration_adds_column_keeps_data_and_bumps_version(tmp_path, monkeypatc
         run_id = add_run(store)
         store.add_metrics(run_id, [{"epoch": 1, "train_loss": 0.5}])
     new_version = SCHEMA_VERSION + 1
-    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS + [
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS + [
         (new_version, "ALTER TABLE runs ADD COLUMN notes TEXT NOT NULL DEFAULT '';"
                       "CREATE INDEX runs_by_status ON runs (status);")])
     with ResultsStore(path) as store:
@@ -135,11 +135,11 @@ def test_migration_adds_column_keeps_data_and_bumps_version(tmp_path, monkeypatc
 def test_failed_migration_is_rolled_back(tmp_path, monkeypatch):
     path = tmp_path / "results.sqlite"
     ResultsStore(path).close()
-    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS + [
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS + [
         (SCHEMA_VERSION + 1, "ALTER TABLE runs ADD COLUMN notes TEXT; ALTER TABLE no_such_table ADD COLUMN x;")])
     with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
         ResultsStore(path)
-    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:-1])
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:-1])
     with ResultsStore(path) as store:
         assert store.schema_version == SCHEMA_VERSION
         assert "notes" not in [r[1] for r in store._conn.execute("PRAGMA table_info(runs)")]
@@ -509,7 +509,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 def test_version_1_file_migrates_to_the_experiments_table(tmp_path, monkeypatch):
     # A store written before version 2 existed: its runs survive, and experiment documents work after.
     path = tmp_path / "results.sqlite"
-    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
     with ResultsStore(path) as store:
         assert store.schema_version == 1
         run_id = add_run(store)
@@ -529,7 +529,7 @@ def test_version_1_file_migrates_to_the_experiments_table(tmp_path, monkeypatch)
 
 def test_version_2_file_migrates_to_the_analyses_table(tmp_path, monkeypatch):
     path = tmp_path / "results.sqlite"
-    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:2])
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:2])
     with ResultsStore(path) as store:
         assert store.schema_version == 2
         store.save_experiment("pc-demo", "demo", {"file": {"title": "demo"}})

@@ -120,7 +120,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def resolve_run(ref: str, root: Path) -> ResolvedRun:
     """A model folder, or a run id / hash prefix of the store at ``root``."""
-    from robustloss.train.trainer import MODEL_FILE
+    from robustloss.train.run_folder import MODEL_FILE
 
     path = Path(ref)
     if (path / MODEL_FILE).exists():
@@ -164,7 +164,7 @@ def _subject(run: ResolvedRun, args: argparse.Namespace):
     from robustloss.device import resolve_device
     from robustloss.models.saved import load_model
     from robustloss.train import load_config
-    from robustloss.train.trainer import MODEL_FILE
+    from robustloss.train.run_folder import MODEL_FILE
 
     device = resolve_device(args.device)
     model = load_model(run.folder / MODEL_FILE)[0].to(device).eval()

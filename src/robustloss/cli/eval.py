@@ -271,7 +271,7 @@ def _load(args: argparse.Namespace):
         raise ConfigError("--weights and --dataset go with --model; a run folder knows its own")
     from robustloss.models.saved import load_model
     from robustloss.train import load_config
-    from robustloss.train.trainer import MODEL_FILE
+    from robustloss.train.run_folder import MODEL_FILE
 
     run = Path(args.run)
     config = load_config(run)

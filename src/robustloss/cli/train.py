@@ -9,6 +9,7 @@ from typing import Any
 from robustloss.cli.common import add_common, numbers
 from robustloss.config import read_yaml_value
 from robustloss.errors import ConfigError, RobustlossError
+from robustloss.experiments.overrides import parse_assignment, set_dotted
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
@@ -78,27 +79,53 @@ def _add_speed_flags(p: argparse.ArgumentParser) -> None:
                             "default), always, never")
 
 
-def _adversarial_from_flags(args: argparse.Namespace, raw: dict[str, Any]) -> None:
-    """Apply the --adv-* flags to ``raw["adversarial"]`` (created by --adversarial, or from --config)."""
-    flags = {
-        "method": args.adversarial, "steps": args.adv_steps, "step_size": args.adv_step_size,
-        "random_start": args.adv_random_start, "ratio": args.adv_ratio, "objective": args.adv_objective,
-        "targeted": True if args.adv_targeted else None, "beta": args.trades_beta,
-        "eps": numbers("--adv-eps", args.adv_eps, float) if args.adv_eps else None,
-        "phases": numbers("--adv-phases", args.adv_phases, int, keep_list=True) if args.adv_phases else None,
-    }
-    guard = {"action": args.guard, "drop": args.guard_drop, "held_out": args.guard_held_out}
-    if all(v is None for v in (*flags.values(), *guard.values())):
-        return
-    if args.adversarial is None and not isinstance(raw.get("adversarial"), dict):
+# Every flag of `train` is a named shortcut for one TrainConfig key: the flags are turned into the
+# same dotted assignments as --set and applied by the same function, in one place and one order
+# (--config, then the flags, then --loss-param, then --set), before the config is built and validated.
+FLAG_KEYS = {
+    "dataset": "dataset", "model": "model", "batch_size": "batch_size", "seed": "seed",
+    "max_train_samples": "max_train_samples", "precision": "precision", "data_on_device": "data_on_device",
+    "optimizer": "optimizer.name", "lr": "optimizer.lr",
+    "adversarial": "adversarial.method", "adv_steps": "adversarial.steps", "adv_step_size": "adversarial.step_size",
+    "adv_random_start": "adversarial.random_start", "adv_ratio": "adversarial.ratio",
+    "adv_objective": "adversarial.objective", "trades_beta": "adversarial.beta",
+    "guard": "adversarial.guard.action", "guard_drop": "adversarial.guard.drop",
+    "guard_held_out": "adversarial.guard.held_out",
+}
+SWITCH_KEYS = {"channels_last": "channels_last", "compile": "compile", "adv_targeted": "adversarial.targeted"}
+LIST_KEYS = {  # flag -> (key, number type, keep a one-element list as a list)
+    "milestones": ("optimizer.milestones", int, True), "adv_eps": ("adversarial.eps", float, False),
+    "adv_phases": ("adversarial.phases", int, True),
+}
+
+
+def flag_assignments(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """(dotted key, value) for every flag given; switches only ever turn a setting on."""
+    assignments = [(key, getattr(args, flag)) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None]
+    assignments += [(key, True) for flag, key in SWITCH_KEYS.items() if getattr(args, flag)]
+    for flag, (key, kind, keep_list) in LIST_KEYS.items():
+        if getattr(args, flag):
+            assignments.append((key, numbers("--" + flag.replace("_", "-"), getattr(args, flag), kind, keep_list)))
+    for item in args.model_param:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--model-param expects KEY=VALUE, e.g. feature_dim=2; got {item!r}")
+        assignments.append((f"model_params.{key.strip()}", read_yaml_value(value)))
+    return assignments
+
+
+def _check_block_flags(assignments: list[tuple[str, Any]], raw: dict[str, Any]) -> None:
+    """A flag inside the adversarial block (or its guard) must not create that block by itself: an
+    --adv-steps alone would otherwise switch on PGD training, the block's default method."""
+    keys = {key for key, _ in assignments}
+    if any(k.startswith("adversarial.") for k in keys) and "adversarial.method" not in keys \
+            and not isinstance(raw.get("adversarial"), dict):
         raise ConfigError("the --adv-*, --trades-* and --guard* flags need --adversarial METHOD "
                           "(or an `adversarial:` block in --config)")
-    block = raw.setdefault("adversarial", {})
-    block.update({k: v for k, v in flags.items() if v is not None})
-    if any(v is not None for v in guard.values()):
-        if args.guard is None and not isinstance(block.get("guard"), dict):
-            raise ConfigError("--guard-drop and --guard-held-out need --guard stop|rollback")
-        block.setdefault("guard", {}).update({k: v for k, v in guard.items() if v is not None})
+    guard = raw.get("adversarial", {}).get("guard") if isinstance(raw.get("adversarial"), dict) else None
+    if any(k.startswith("adversarial.guard.") and k != "adversarial.guard.action" for k in keys) \
+            and "adversarial.guard.action" not in keys and not isinstance(guard, dict):
+        raise ConfigError("--guard-drop and --guard-held-out need --guard stop|rollback")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -108,28 +135,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     raw: dict[str, Any] = load_yaml(args.config) if args.config else {}
     if args.config:
         from_dict(TrainConfig, raw)  # report errors against the file before applying flags
-    for key in ("dataset", "model", "batch_size", "seed", "max_train_samples", "precision", "data_on_device"):
-        if getattr(args, key) is not None:
-            raw[key] = getattr(args, key)
-    for key in ("channels_last", "compile"):  # switches: only turn a setting on, like --adv-targeted
-        if getattr(args, key):
-            raw[key] = True
-    for item in args.model_param:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--model-param expects KEY=VALUE, e.g. feature_dim=2; got {item!r}")
-        raw.setdefault("model_params", {})[key.strip()] = read_yaml_value(value)
-    _adversarial_from_flags(args, raw)
-    optimizer = raw.setdefault("optimizer", {})
-    if args.optimizer:
-        optimizer["name"] = args.optimizer
-    if args.lr is not None:
-        optimizer["lr"] = args.lr
-    if args.milestones:
-        optimizer["milestones"] = numbers("--milestones", args.milestones, int, keep_list=True)
+    assignments = flag_assignments(args)
+    _check_block_flags(assignments, raw)
     _recipe_from_flags(args, raw)
+    for key, value in assignments:
+        set_dotted(raw, key, value)
     _apply_loss_params(raw, args.loss_param)  # before the config is built, so it validates them too
-    _apply_overrides(raw, args.overrides)
+    for item in args.overrides:
+        set_dotted(raw, *parse_assignment(item))
     config = from_dict(TrainConfig, raw)
     _check_names(config)
     result = train(config, args.out, data_dir=args.data_dir, resume=args.resume, device=args.device,
@@ -156,14 +169,6 @@ def _recipe_from_flags(args: argparse.Namespace, raw: dict[str, Any]) -> None:
         if args.epochs is None:
             raise ConfigError("--loss needs --epochs")
         raw["recipe"] = [{"loss": args.loss, "epochs": args.epochs}]
-
-
-def _apply_overrides(raw: dict[str, Any], assignments: list[str]) -> None:
-    from robustloss.experiments.overrides import parse_assignment, set_dotted
-
-    for item in assignments:
-        path, value = parse_assignment(item)
-        set_dotted(raw, path, value)
 
 
 def _apply_loss_params(raw: dict[str, Any], assignments: list[str]) -> None:

@@ -45,7 +45,7 @@ def _run_one(runner: ExperimentRunner, experiment: Experiment, index: int, spec:
     from robustloss.analysis.registry import Subject, run_analysis
     from robustloss.device import resolve_device
     from robustloss.models.saved import load_model
-    from robustloss.train.trainer import MODEL_FILE
+    from robustloss.train.run_folder import MODEL_FILE
 
     cells = analysis_cells(spec, experiment.cells)
     labels = model_labels(cells)

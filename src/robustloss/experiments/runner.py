@@ -39,7 +39,7 @@ from robustloss.experiments.schema import Experiment, RunCell, config_hash, subs
 from robustloss.experiments.store import ResultsStore, StoreError
 from robustloss.models.saved import load_model
 from robustloss.train import TrainConfig, is_complete, train
-from robustloss.train.trainer import MODEL_FILE
+from robustloss.train.run_folder import MODEL_FILE
 
 _log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 optional adversarial training."""
 
 from robustloss.train.config import AdversarialConfig, OptimizerConfig, Phase, TrainConfig, parse_recipe
-from robustloss.train.trainer import TrainResult, is_complete, load_config, train
+from robustloss.train.run_folder import is_complete, load_config
+from robustloss.train.trainer import TrainResult, train
 
 __all__ = ["AdversarialConfig", "OptimizerConfig", "Phase", "TrainConfig", "TrainResult", "parse_recipe", "train",
            "is_complete", "load_config"]

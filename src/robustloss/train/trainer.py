@@ -29,9 +29,7 @@ applied by ``robustloss.train.speed``; none of them draws random numbers, so res
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import logging
 import time
 from dataclasses import dataclass, field
@@ -39,11 +37,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import torch
-import yaml
 
 from robustloss import distributed
-from robustloss.checkpoint import atomic_write
-from robustloss.config import from_dict, read_yaml, to_dict
+from robustloss.config import from_dict, to_dict
 from robustloss.data import Dataset, load_dataset
 from robustloss.data.split import ImageSplit
 from robustloss.data.stratified import stratified_indices
@@ -61,6 +57,7 @@ from robustloss.train.config import OptimizerConfig, TrainConfig
 from robustloss.train.divergence import check_finite_state
 from robustloss.models.predict import predict
 from robustloss.train.loop import AdversarialHook, train_one_epoch
+from robustloss.train.run_folder import MODEL_FILE, claim_run_dir, comparable_config, write_metrics
 from robustloss.train.run_checkpoints import (LAST_CHECKPOINT, drop_previous_state, load_resume_state, remove_leftovers,
                                               save_epoch_state)
 from robustloss.train.speed import (check_supported, explain_compile_errors, place_training_data, prepare_model,
@@ -69,7 +66,6 @@ from robustloss.train.tensorboard import open_scalar_writer
 
 _log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.pt"
 
 
 @dataclass
@@ -149,12 +145,24 @@ def train(
     on_epoch: Callable[[dict, Path], None] | None = None,
     tensorboard: str | Path | None = None,
 ) -> TrainResult:
-    run_dir = Path(run_dir)
+    """Train ``config`` into ``run_dir`` (checkpoint every epoch, ``model.pt`` at the end) and return the model.
+
+    Three steps: set up (data, seed, model, optimizer), the epoch loop (from the last checkpoint when
+    ``resume``), and the finish (final model saved uncompiled, in eval mode)."""
+    run, at = _set_up(config, Path(run_dir), data, data_dir, resume, device, progress, log)
+    if resume:
+        _resume(run, at, on_epoch)
+    _epoch_loop(run, at, on_epoch, tensorboard)
+    return _finish(run, at)
+
+
+def _set_up(config: TrainConfig, run_dir: Path, data: Dataset | None, data_dir: str | Path | None, resume: bool,
+            device: str | None, progress: bool | None, log: Callable[[str], None]) -> tuple[_Run, _State]:
+    """Claim the run folder, load and place the data, seed, and build the model and optimizer."""
     dev = resolve_device(device)
     check_supported(config, dev)
-    main = distributed.is_main()  # under torchrun, only rank 0 writes files; every rank trains
-    distributed.from_main(lambda: _claim_run_dir(run_dir, config, resume))  # an error reaches every rank
-    if main:
+    distributed.from_main(lambda: claim_run_dir(run_dir, config, resume))  # an error reaches every rank
+    if distributed.is_main():  # under torchrun, only rank 0 writes files; every rank trains
         remove_leftovers(run_dir, log)
     data = data if data is not None else load_dataset(config.dataset, data_dir)
     data = _training_subset(config, data, log)
@@ -166,22 +174,34 @@ def train(
     spec = model_spec_for(config, data)
     at = _State(spec=spec, model=prepare_model(spec.build().to(dev), config, dev))
     at.optimizer = build_optimizer(at.model.parameters(), config.optimizer)
-    loaded = load_resume_state(run_dir, dev, log, writer=main) if resume else None
-    if loaded is not None:
-        state, loaded_path = loaded
-        _restore(at, state, loaded_path, config, dev, generator, guard)
-        log(f"resuming {run_dir} after epoch {at.start_epoch}/{config.total_epochs}")
-        if main and at.history:
-            # A kill can land after a checkpoint is written but before metrics.csv and on_epoch
-            # catch up with it; the run resumes after that epoch, so replay it once (both are idempotent).
-            _write_metrics(run_dir / "metrics.csv", at.history)
-            if on_epoch is not None:
-                on_epoch(dict(at.history[-1]), loaded_path)
-
     run = _Run(config, run_dir, data, train_split, generator, augmentation_for(config.augment, data.spec.color),
                dev, progress, guard, log)
+    return run, at
+
+
+def _resume(run: _Run, at: _State, on_epoch: Callable[[dict, Path], None] | None) -> None:
+    """Restore the last checkpoint, if there is one, into ``at`` and the run's generator and guard."""
+    main = distributed.is_main()
+    loaded = load_resume_state(run.run_dir, run.device, run.log, writer=main)
+    if loaded is None:
+        return
+    state, loaded_path = loaded
+    _restore(at, state, loaded_path, run.config, run.device, run.generator, run.guard)
+    run.log(f"resuming {run.run_dir} after epoch {at.start_epoch}/{run.config.total_epochs}")
+    if main and at.history:
+        # A kill can land after a checkpoint is written but before metrics.csv and on_epoch
+        # catch up with it; the run resumes after that epoch, so replay it once (both are idempotent).
+        write_metrics(run.run_dir / "metrics.csv", at.history)
+        if on_epoch is not None:
+            on_epoch(dict(at.history[-1]), loaded_path)
+
+
+def _epoch_loop(run: _Run, at: _State, on_epoch: Callable[[dict, Path], None] | None,
+                tensorboard: str | Path | None) -> None:
+    """Train the remaining epochs; after each, checkpoint, append metrics and report it (rank 0 only)."""
+    config, guard, main = run.config, run.guard, distributed.is_main()
     # compile errors surface at the first forward or backward pass, anywhere in the epoch loop
-    with open_scalar_writer(tensorboard, log) as scalars, explain_compile_errors(config.compile):
+    with open_scalar_writer(tensorboard, run.log) as scalars, explain_compile_errors(config.compile):
         for epoch in range(at.start_epoch, config.total_epochs):
             if guard is not None and guard.state.stopped:
                 break
@@ -189,20 +209,23 @@ def train(
             at.history.append(row)
             if not main:
                 continue
-            checkpoint_path = save_epoch_state(_checkpoint(at, epoch, config, generator, guard), run_dir)
-            _write_metrics(run_dir / "metrics.csv", at.history)
+            checkpoint_path = save_epoch_state(_checkpoint(at, epoch, config, run.generator, guard), run.run_dir)
+            write_metrics(run.run_dir / "metrics.csv", at.history)
             scalars.write(row)
             if on_epoch is not None:  # only now: the row and the checkpoint it describes are on disk
                 on_epoch(dict(row), checkpoint_path)
 
+
+def _finish(run: _Run, at: _State) -> TrainResult:
+    """Save the final model (rank 0), drop the resume state, and hand the model back in eval mode."""
     at.optimizer.zero_grad(set_to_none=True)  # the returned model carries no stale gradients
     release_model(at.model)  # saved and returned uncompiled: it runs eagerly, like any loaded model
     at.model.eval()
-    if main:
-        save_model(run_dir / MODEL_FILE, at.model, at.spec, config=to_dict(config), history=at.history)
-        drop_previous_state(run_dir)
+    if distributed.is_main():
+        save_model(run.run_dir / MODEL_FILE, at.model, at.spec, config=to_dict(run.config), history=at.history)
+        drop_previous_state(run.run_dir)
     distributed.barrier()  # model.pt is on disk before any rank goes on (e.g. to evaluate it)
-    return TrainResult(model=at.model, spec=at.spec, history=at.history, run_dir=run_dir)
+    return TrainResult(model=at.model, spec=at.spec, history=at.history, run_dir=run.run_dir)
 
 
 @dataclass
@@ -290,7 +313,7 @@ def _logs_epoch(epoch: int, config: TrainConfig, progress: bool | None) -> bool:
 def _restore(at: _State, state: dict, path: Path, config: TrainConfig, dev: torch.device,
              generator: torch.Generator, guard: OverfittingGuard | None) -> None:
     """Put the loop back where the checkpoint ``state`` (read from ``path``) left it."""
-    saved = _comparable(state.get("config"))
+    saved = comparable_config(state.get("config"))
     if saved != to_dict(config):  # config.yaml was checked already; this catches a checkpoint from elsewhere
         raise CheckpointError(f"cannot resume from {path}: it was written by a run with a different config; "
                               "delete it to restart this run from its first epoch, or train into a new --out")
@@ -379,76 +402,3 @@ def _guard_check(guard: OverfittingGuard, epoch: int, phase_index: int, config: 
     if decision.event in ("rollback", "stop"):
         log(guard.message(decision))
     return {"guard_pgd_acc": decision.accuracy, "guard_event": decision.event}
-
-
-def is_complete(run_dir: str | Path, config: TrainConfig) -> bool:
-    """True when ``run_dir`` already holds a finished model trained with exactly ``config``."""
-    run_dir = Path(run_dir)
-    if not (run_dir / MODEL_FILE).exists() or not (run_dir / "config.yaml").exists():
-        return False
-    return _comparable(_read_config_file(run_dir / "config.yaml")) == to_dict(config)
-
-
-def _comparable(raw: object) -> object:
-    """A stored config.yaml as ``to_dict`` would write it today: fields added since the run was
-    written (e.g. ``adversarial``) take their defaults, so an older run still matches its config."""
-    try:
-        return to_dict(from_dict(TrainConfig, raw))
-    except ConfigError:
-        return raw  # not loadable as a TrainConfig: compared as is, and so reported as different
-
-
-def _read_config_file(path: Path) -> dict:
-    """A run's config.yaml as a mapping; a damaged one is refused, naming the file and what to do."""
-    try:
-        raw = read_yaml(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        reason = f"it is not readable YAML ({str(err).strip().splitlines()[0]})"
-    else:
-        if isinstance(raw, dict):
-            return raw
-        reason = f"it holds {type(raw).__name__}, not a mapping of settings"
-    raise CheckpointError(f"{path} is damaged: {reason}. It records the run's settings: restore it, or delete it "
-                          "and rerun with the run's exact settings and --resume (the checkpoint is checked against "
-                          "them), or train into a new --out")
-
-
-def _claim_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
-    """Write config.yaml, refusing to overwrite a different or unfinished run by accident."""
-    config_path = run_dir / "config.yaml"
-    wanted = to_dict(config)
-    if config_path.exists():
-        if not resume:
-            raise CheckpointError(
-                f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        existing = _comparable(_read_config_file(config_path))
-        if existing != wanted:
-            assert isinstance(existing, dict)
-            changed = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
-            raise CheckpointError(f"cannot resume {run_dir}: its config ({config_path}) differs in "
-                                  f"{', '.join(changed)}; use a new --out for a new config")
-    text = yaml.safe_dump(wanted, sort_keys=False)
-    if not config_path.exists() or config_path.read_text(encoding="utf-8") != text:
-        # Same settings, other text (an older version's file, or one cut short where every missing key
-        # has its default): rewritten, so the file always states the run's settings in full.
-        atomic_write(config_path, lambda f: f.write(text.encode("utf-8")), mode=0o644)
-
-
-def _write_metrics(path: Path, history: list[dict]) -> None:
-    buffer = io.StringIO(newline="")
-    # Union of the rows' keys in first-seen order: a resumed run may add a column
-    # (e.g. adv_fraction) that rows written by an older version lack.
-    fieldnames = list(dict.fromkeys(key for row in history for key in row))
-    writer = csv.DictWriter(buffer, fieldnames=fieldnames)
-    writer.writeheader()
-    writer.writerows(history)
-    text = buffer.getvalue()
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")), mode=0o644)
-
-
-def load_config(run_dir: str | Path) -> TrainConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml)")
-    return from_dict(TrainConfig, _read_config_file(path), path="")
