@@ -11,15 +11,8 @@ from scipy.stats import binomtest
 from torch import nn
 
 from robustloss.evaluate import AttackSpec, Evaluation, evaluate
-from robustloss.evaluate.diagnostics import (
-    MASKED_GRADIENT_SHARE,
-    diagnose,
-    format_diagnostics,
-    gradient_probe,
-    plan_objectives,
-    probe_plan,
-    sign_test,
-)
+from robustloss.evaluate.diagnostics import MASKED_GRADIENT_SHARE, diagnose, format_diagnostics, sign_test
+from robustloss.evaluate.probes import gradient_probe, plan_objectives, probe_plan
 from robustloss.evaluate.records import NOT_ATTACKED, AttackRecord
 from robustloss.evaluate.worst_case import worst_case_robust
 from robustloss.train import Phase, TrainConfig, train

@@ -132,7 +132,7 @@ def test_attacks_on_a_random_model_return_their_final_iterate(defended, mnist5k,
 
 
 def test_probes_inherit_the_plans_eot():
-    from robustloss.evaluate.diagnostics import probe_plan
+    from robustloss.evaluate.probes import probe_plan
 
     plain = probe_plan([AttackSpec("pgd", [0.1], {"steps": 5})])
     assert all("eot" not in p.params for p in plain)

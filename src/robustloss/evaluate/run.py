@@ -35,7 +35,8 @@ from robustloss.data.split import ImageSplit
 from robustloss.defenses import apply_defense
 from robustloss.device import resolve_device
 from robustloss.evaluate.config import AttackSpec, DefenseSpec, EvaluateConfig
-from robustloss.evaluate.diagnostics import Diagnostic, diagnose, gradient_probe, plan_objectives, probe_plan
+from robustloss.evaluate.diagnostics import Diagnostic, diagnose
+from robustloss.evaluate.probes import gradient_probe, plan_objectives, probe_plan
 from robustloss.evaluate.engine import run_plan
 from robustloss.evaluate.records import Evaluation
 from robustloss.evaluate.sanity import SanityCheck, as_logits, sanity_checks

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from robustloss.errors import RobustlossError
-from robustloss.evaluate.diagnostics import PROBE_PREFIX  # probe attacks: not rows of a paper's table
+from robustloss.evaluate.probes import PROBE_PREFIX  # probe attacks: not rows of a paper's table
 from robustloss.evaluate.metrics import WORST_CASE, metric_value, same_param
 from robustloss.evaluate.records import Evaluation
 from robustloss.experiments.schema import seed_axes

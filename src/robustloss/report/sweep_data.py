@@ -21,7 +21,7 @@ import numpy as np
 from robustloss.errors import RobustlossError
 from robustloss.experiments.store import ResultsStore
 from robustloss.evaluate.metrics import PERCENT_METRICS, metric_value
-from robustloss.evaluate.diagnostics import PROBE_PREFIX
+from robustloss.evaluate.probes import PROBE_PREFIX
 from robustloss.experiments.schema import seed_axes
 
 CLEAN = "clean"
