@@ -235,6 +235,8 @@ class APGD(Attack):
             gain = gain + torch.stack([g - gains[0] for g in gains[1:]]).sum(dim=0) / len(gains)
         return gain, grad, self.is_success(logits.detach(), y, goal)
 
+    # Long on purpose: Croce & Hein's Algorithm 1 (momentum step, checkpoints, step halving) kept as one
+    # loop so it can be checked line by line against the paper and auto-attack's reference.
     def _single_run(self, model, x, y, goal, objective, generator, aimed: Tensor | None = None):
         """One APGD run: (returned images, fooled?, evaluations used, best objective). ``aimed``: per-sample
         target classes passed to ``objective`` as ``target=`` (APGD-T's targeted DLR), kept row by row.

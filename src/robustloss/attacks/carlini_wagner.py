@@ -175,6 +175,8 @@ class CarliniWagnerL2(Attack):
             "abort_early": self.abort_early,
         } | eot_hyperparameter(self.eot)
 
+    # Long on purpose: the binary search over c and its inner Adam loop are one algorithm (Carlini &
+    # Wagner 2017, Sec. V), read side by side with the paper; the per-sample bookkeeping is shared.
     def run(
         self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, objective: Objective,
         generator: torch.Generator | None,

@@ -236,6 +236,8 @@ def _tree_leaves(tree: Tree, path: str, out: list[int]) -> None:
         _tree_leaves(child, f"{path}[{k}]", out)
 
 
+# Long on purpose: one recursive construction (Appendix B.3) whose steps share the tree walk's state;
+# split, the pieces would only make sense together.
 def hierarchical_mm_centers(
     tree: Sequence[Tree],
     dim: int,

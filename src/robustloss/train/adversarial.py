@@ -28,7 +28,7 @@ from torch import Tensor
 from robustloss.attacks import create_attack
 from robustloss.attacks.iterative import IterativeGradientAttack
 from robustloss.attacks.objectives import Objective
-from robustloss.attacks.step_rule import STEP_FACTOR
+from robustloss.attacks.step_rule import default_step_size
 from robustloss.losses.base import Loss
 from robustloss.models.classifier import Classifier
 from robustloss.models.modes import kept_modes
@@ -87,7 +87,8 @@ def training_attack(config: AdversarialConfig, objective: str | Objective) -> It
     if config.step_size is not None:
         step = {"step_size": config.step_size}
     else:
-        per_eps = {"fgsm": 1.0, "fgsm-rs": 1.25}.get(config.method, STEP_FACTOR / config.resolved_steps)
+        # the step as a multiple of each example's own eps; for PGD the step rule evaluated at eps = 1
+        per_eps = {"fgsm": 1.0, "fgsm-rs": 1.25}.get(config.method, default_step_size(1.0, config.resolved_steps))
         step = {"step_size": None, "relative_step": per_eps}
     return create_attack("pgd", eps=eps, steps=config.resolved_steps, random_start=config.resolved_random_start,
                          **step, **common)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from robustloss.attacks import create_attack
 from robustloss.attacks.iterative import IterativeGradientAttack
-from robustloss.attacks.step_rule import STEP_FACTOR
+from robustloss.attacks.step_rule import default_step_size
 from robustloss.losses.base import Loss
 from robustloss.models.classifier import Classifier
 from robustloss.models.modes import kept_modes
@@ -62,7 +62,7 @@ class TradesTraining(AdversarialTraining):
         """PGD on the KL, every step on every example, from the Gaussian start when random starts are on."""
         config = self.config
         step = ({"step_size": config.step_size} if config.step_size is not None
-                else {"step_size": None, "relative_step": STEP_FACTOR / config.resolved_steps})
+                else {"step_size": None, "relative_step": default_step_size(1.0, config.resolved_steps)})
         start = ({"random_start": True, "start_std": START_SCALE} if config.resolved_random_start
                  else {"random_start": False})
         return create_attack("pgd", eps=config.eps_range[1], steps=config.resolved_steps, early_stop=False,
