@@ -54,6 +54,21 @@ def test_worst_case_mode_agrees_with_protocol_records_and_attacks_less(protocol,
             protocol.accuracy(r) for r in protocol.records if r.eps == eps)
 
 
+def test_a_sample_broken_at_a_smaller_budget_is_not_attacked_at_a_larger_one(protocol, trained_lenet, mnist5k):
+    """Worst-case mode: FGSM's success at eps 0.05 (distance <= 0.05) already breaks the sample at 0.1,
+    so no attack spends work on it at 0.1. Protocol mode still attacks it, so each row stands alone."""
+    worst = evaluate(trained_lenet, mnist5k.test, PLAN, max_samples=300, seed=1, mode="worst-case", **QUIET)
+    small, large = worst.find("fgsm", 0.05), worst.find("fgsm", 0.1)
+    broken_small = worst.fooled(small)
+    assert broken_small.sum() > 10
+    assert not (large.attacked & broken_small).any()
+    assert not (worst.find("pgd", 0.1).attacked & broken_small).any()
+    assert (protocol.find("fgsm", 0.1).attacked & protocol.fooled(protocol.find("fgsm", 0.05))).sum() \
+        == protocol.fooled(protocol.find("fgsm", 0.05)).sum()
+    # the worst case itself is unchanged: the skipped samples count as broken at the larger budget
+    assert not worst_case_robust(worst, "linf", 0.1)[broken_small].any()
+
+
 def test_killed_evaluation_resumes_from_cached_chunks(trained_lenet, mnist5k, tmp_path):
     cache = tmp_path / "chunks"
     calls = {"n": 0}
