@@ -123,7 +123,7 @@ def test_record_stochasticity_stores_the_answer(trained_lenet, batch):
 
 # Every registered attack's call path (eval mode, budget check, final verdict) on the wrapped model.
 QUICK = {
-    "fgsm": {"eps": 0.2}, "bim": {"eps": 0.2, "steps": 3, "step_size": 0.1}, "pgd": {"eps": 0.2, "steps": 3, "step_size": 0.1},
+    "fgsm": {"eps": 0.2}, "fgsm-rs": {"eps": 0.2}, "bim": {"eps": 0.2, "steps": 3, "step_size": 0.1}, "pgd": {"eps": 0.2, "steps": 3, "step_size": 0.1},
     "mim": {"eps": 0.2, "steps": 3, "step_size": 0.1}, "pgd-l2": {"eps": 2.0, "steps": 3},
     "apgd": {"eps": 0.2, "n_iter": 3}, "apgd-ce": {"eps": 0.2, "n_iter": 3}, "apgd-dlr": {"eps": 0.2, "n_iter": 3},
     "cw": {"steps": 5, "binary_search_steps": 1}, "deepfool": {"max_iter": 3},
