@@ -19,7 +19,7 @@ generator, whose state the trainer checkpoints, so a resumed AT run is bit-ident
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 import torch
@@ -126,7 +126,7 @@ class AdversarialTraining:
 
     def craft(self, x: Tensor, y: Tensor, eps: Tensor, generator: torch.Generator,
               target: Tensor | None = None) -> Tensor:
-        watching = self.objective.watching() if self.objective is not None else _nothing()
+        watching = self.objective.watching() if self.objective is not None else nullcontext()
         with watching:
             return self.attack.craft(self.model, x, y, target=target, generator=generator, precision=self.precision,
                                      eps=eps.to(x.device))
@@ -146,8 +146,3 @@ class AdversarialTraining:
         eps = self.draw_eps(m, generator)
         target = self.draw_targets(y[:m], generator) if self.config.targeted else None
         return torch.cat([self.craft(x[:m], y[:m], eps, generator, target), x[m:]]), m
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
