@@ -104,12 +104,14 @@ class AdversarialTraining:
 
     def __init__(self, config: AdversarialConfig, loss_fn: Loss, model: Classifier, precision: str = "fp32"):
         self.config, self.model, self.precision = config, model, precision
-        self.objective: TrainingLossObjective | None = None
-        self.attack = self.make_attack(loss_fn)
+        self.objective = self.loss_objective(loss_fn)
+        self.attack = self.make_attack()
 
-    def make_attack(self, loss_fn: Loss) -> IterativeGradientAttack:
-        if self.config.objective == "loss":
-            self.objective = TrainingLossObjective(loss_fn, self.model)
+    def loss_objective(self, loss_fn: Loss) -> TrainingLossObjective | None:
+        """The training loss as the attack's objective (``objective: loss``), else None (a named objective)."""
+        return TrainingLossObjective(loss_fn, self.model) if self.config.objective == "loss" else None
+
+    def make_attack(self) -> IterativeGradientAttack:
         return training_attack(self.config, self.objective or self.config.objective)
 
     def draw_eps(self, m: int, generator: torch.Generator) -> Tensor:

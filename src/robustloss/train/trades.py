@@ -54,11 +54,14 @@ class KLObjective:
 
 class TradesTraining(AdversarialTraining):
     def __init__(self, config: AdversarialConfig, loss_fn: Loss, model: Classifier, precision: str = "fp32"):
-        self.kl = KLObjective()
+        self.kl = KLObjective()  # before the base class builds the attack, which maximises it
         super().__init__(config, loss_fn, model, precision)
         self.beta = config.resolved_beta
 
-    def make_attack(self, loss_fn: Loss) -> IterativeGradientAttack:
+    def loss_objective(self, loss_fn: Loss) -> None:
+        return None  # TRADES attacks its KL term, not the training loss
+
+    def make_attack(self) -> IterativeGradientAttack:
         """PGD on the KL, every step on every example, from the Gaussian start when random starts are on."""
         config = self.config
         step = ({"step_size": config.step_size} if config.step_size is not None
