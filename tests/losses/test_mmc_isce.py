@@ -102,14 +102,60 @@ def test_isce_limit_is_cross_entropy():
         create_loss("isce", s=0.5)
 
 
-def test_isce_inference_never_changes_the_decision():
+def _trained_isce_digits_model(s: float):
+    """A small MLP trained with I-SCE (s, m = 0.1) on scikit-learn's digits: trained-like logits."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32) / 16
+    y = torch.tensor(digits.target)
     torch.manual_seed(0)
-    h = create_loss("isce", s=2.0, m=0.1).make_head(8, 10)
-    z = torch.randn(64, 8)
-    h.train()
-    raw = h(z).argmax(1)
-    h.eval()
-    assert torch.equal(h(z).argmax(1), raw)
+    loss = create_loss("isce", s=s, m=0.1)
+    body = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU())
+    head = loss.make_head(32, 10)
+    optimizer = torch.optim.Adam([*body.parameters(), *head.parameters()], lr=0.01)
+    for _ in range(20):
+        for i in range(0, 1500, 100):
+            optimizer.zero_grad()
+            loss(head(body(x[i:i + 100])), y[i:i + 100]).backward()
+            optimizer.step()
+    return body, head.eval(), x[1500:], y[1500:]
+
+
+@pytest.mark.parametrize("s", [1.0, 1.5, 2.0, 4.0])
+def test_isce_inference_on_a_trained_model_keeps_the_decision_and_gives_eq2(s):
+    body, head, x, y = _trained_isce_digits_model(s)
+    # test digits, and inputs far from the training data (noise, negated digits)
+    inputs = torch.cat([x, torch.rand(300, 64), -x])
+    with torch.no_grad():
+        f = head.normalized_logits(body(inputs))
+        g = head(body(inputs))
+    assert (f[: len(y)].argmax(1) == y).float().mean() > 0.85  # it is trained
+    top = f.argmax(1)
+    assert torch.equal(g.argmax(1), top)
+    # Eq. (2) by hand for the predicted class i: e^{s f_i + m} / (e^{s f_i + m} + sum_{j != i} e^{f_j})
+    f_top = f.gather(1, top[:, None]).squeeze(1)
+    others = f.exp().sum(1) - f_top.exp()
+    eq2 = torch.exp(s * f_top + 0.1) / (torch.exp(s * f_top + 0.1) + others)
+    premise = s * f_top + 0.1 >= f_top  # the transform raises the top logit (Sec. 3.2's argument)
+    assert premise.all()  # on a trained model's normalised logits the paper's premise holds
+    assert torch.allclose(g.softmax(1).gather(1, top[:, None]).squeeze(1), eq2, atol=1e-6)
+
+
+@pytest.mark.parametrize("s", [1.5, 2.0, 4.0])
+def test_isce_inference_keeps_the_decision_where_the_transform_would_lower_the_top_logit(s):
+    # Every normalised logit negative: the top one (-0.30) is below -m / (s - 1) for these s, so
+    # s * f + m lies below the runner-up (-0.31) and the unclipped transform would flip the decision.
+    f = F.normalize(torch.tensor([[-0.30, -0.31, -0.32, -0.33, -0.34, -0.35, -0.36, -0.37, -0.38, -0.39]]), dim=1)
+    assert (s * f[0, 0] + 0.1) < f[0, 1]
+    head_module = create_loss("isce", s=s, m=0.1).make_head(10, 10)
+    with torch.no_grad():
+        head_module.linear.weight.copy_(torch.eye(10))
+        head_module.linear.bias.zero_()
+    head_module.eval()
+    g = head_module(f)
+    assert g.argmax(1).item() == 0
+    assert torch.allclose(g, f)  # the margin is clipped at zero: plain softmax of f there
 
 
 def test_mmc_adaptive_objective():

@@ -5,12 +5,24 @@ stabilization"). In training the true-class logit becomes s * f_y + m (Eq. 3):
 
     I-SCE = -log( e^{s f_y + m} / (e^{s f_y + m} + sum_{j != y} e^{f_j}) )
 
-At inference the same transform is applied to the arg-max class (Sec. 3.2), which never
-changes the decision (s >= 1, m > 0) but gives the probabilities of Eq. (2).
+Inference (Sec. 3.2): "Eq. 2 is calculated by firstly finding the index i of the maximal value
+f_i(x) [...] and then applying s and m on the i-th class [...]. This operation does not change the
+class decision since s >= 1 and m > 0." So the decision is the arg-max of f, and Eq. (2) gives
+that class's probability. The stated reason holds only where the transform raises the top logit,
+s f_i + m >= f_i, i.e. f_i >= -m / (s - 1). For s > 1 a normalised top logit can be lower (every
+entry of f negative, which happens on inputs far from the training data, adversarial iterates
+among them); there s f_i + m would fall below the runner-up and flip the decision the paper says
+it keeps. We keep the paper's decision: the inference information is a margin added to the
+predicted class, and a negative margin is clipped to zero, so the head returns
+
+    g_i = f_i + max((s - 1) f_i + m, 0)   for the arg-max class i,   g_j = f_j otherwise,
+
+whose softmax is exactly Eq. (2) wherever the paper's premise holds (always for s = 1) and the
+plain softmax of f elsewhere; its arg-max is the arg-max of f for every s >= 1 and m >= 0.
 
 The head therefore depends on the mode: in training mode it returns the normalised logits
 f (the loss adds the margin on the true class); in eval mode - what predictions and attacks
-see - it returns f with the arg-max entry transformed.
+see - it returns g.
 
 Defaults s = 1, m = 0.1: "to make fair comparison, we set s = 1 and m = 0.1" (Sec. 4.1).
 With s = 1, m = 0 and ``normalize=False`` the loss is plain softmax cross-entropy.
@@ -32,6 +44,15 @@ def _transform_class(logits: Tensor, index: Tensor, s: float, m: float) -> Tenso
     return logits + mask * ((s - 1) * logits + m)
 
 
+def inference_logits(logits: Tensor, s: float, m: float) -> Tensor:
+    """Eq. (2)'s logits at inference: the arg-max class gets its margin (s - 1) f + m, clipped at
+    zero so that the decision stays the arg-max of ``logits`` for every s >= 1 (module docstring)."""
+    top = logits.argmax(dim=1)
+    mask = F.one_hot(top, logits.shape[1]).to(logits.dtype)
+    margin = ((s - 1) * logits + m).clamp_min(0)
+    return logits + mask * margin
+
+
 class InferenceSoftmaxHead(nn.Module):
     attack_objective = "ce"
 
@@ -48,7 +69,7 @@ class InferenceSoftmaxHead(nn.Module):
         logits = self.normalized_logits(z)
         if self.training:
             return logits
-        return _transform_class(logits, logits.argmax(dim=1), self.s, self.m)
+        return inference_logits(logits, self.s, self.m)
 
 
 @LOSSES.register("isce")
