@@ -33,3 +33,31 @@ def test_missing_substitute_says_how_to_train_one(trained_lenet, tmp_path):
     attack = create_attack("transfer", eps=0.1, substitute=str(tmp_path / "nope"))
     with pytest.raises(CheckpointError, match="robustloss train .*--model cnn3"):
         attack(trained_lenet, torch.rand(2, 1, 28, 28), torch.tensor([0, 1]))
+
+
+def test_the_memo_returns_what_a_fresh_call_would_and_moves_the_generator_alike(trained_lenet, mnist5k,
+                                                                                 cnn3_substitute):
+    from robustloss.attacks.transfer import TransferAttack
+
+    TransferAttack.memo.clear()
+    x, y = mnist5k.test.batch(slice(0, 64))
+    inner = {"steps": 5, "step_size": 0.05}
+    attack = create_attack("transfer", eps=0.2, substitute=str(cnn3_substitute), method_params=inner)
+    first_gen, second_gen = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    first = attack.craft(trained_lenet, x, y, generator=first_gen)
+    assert (TransferAttack.memo.hits, TransferAttack.memo.misses) == (0, 1)
+    # another target model, a new attack object: the substitute's examples are the same images
+    other_target = create_attack("transfer", eps=0.2, substitute=str(cnn3_substitute), method_params=inner)
+    again = other_target.craft(torch.nn.Sequential(trained_lenet), x, y, generator=second_gen)
+    assert TransferAttack.memo.hits == 1
+    assert torch.equal(first, again)
+    assert torch.equal(first_gen.get_state(), second_gen.get_state())
+    # a different random stream, batch or setting is crafted anew
+    attack.craft(trained_lenet, x, y, generator=torch.Generator().manual_seed(4))
+    attack.craft(trained_lenet, x[:32], y[:32], generator=torch.Generator().manual_seed(3))
+    smaller = create_attack("transfer", eps=0.1, substitute=str(cnn3_substitute), method_params=inner)
+    smaller.craft(trained_lenet, x, y, generator=torch.Generator().manual_seed(3))
+    assert (TransferAttack.memo.hits, TransferAttack.memo.misses) == (1, 4)
+    TransferAttack.memo.clear()
+    fresh = attack.craft(trained_lenet, x, y, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(fresh, first)

@@ -126,3 +126,47 @@ def test_presets_are_accepted_in_plans(trained_lenet, mnist5k):
     ev = evaluate(trained_lenet, mnist5k.test, [AttackSpec("pgd-pc", [0.1])], max_samples=50, **QUIET)
     rec = ev.records[0]
     assert rec.attack == "pgd" and rec.name == "pgd-pc" and rec.params["steps"] == 40
+
+
+def test_a_transfer_attack_submits_the_same_images_to_every_target(trained_lenet, mnist5k, cnn3_substitute,
+                                                                   tmp_path):
+    """Its batches cover every sampled image, so they do not depend on the target; the second target
+    is served from the memo, and its record is what crafting afresh gives."""
+    from robustloss.attacks.transfer import TransferAttack
+    from robustloss.evaluate import EvaluateConfig
+    from robustloss.evaluate.engine import run_plan
+    from robustloss.evaluate.records import NOT_ATTACKED
+
+    split = mnist5k.test.subset(slice(0, 120))
+    weak = create_weaker_copy(trained_lenet)
+    plan = [AttackSpec("transfer", [0.15], {"substitute": str(cnn3_substitute), "method_params": {"steps": 5}})]
+    config = EvaluateConfig(batch_size=50, seed=0)
+    TransferAttack.memo.clear()
+    run_plan(trained_lenet, split, plan, config, save_adversarial=tmp_path / "a", **QUIET)
+    assert (TransferAttack.memo.hits, TransferAttack.memo.misses) == (0, 3)  # 120 images in batches of 50
+    second = run_plan(weak, split, plan, config, save_adversarial=tmp_path / "b", **QUIET)
+    assert (TransferAttack.memo.hits, TransferAttack.memo.misses) == (3, 3)
+    TransferAttack.memo.clear()
+    alone = run_plan(weak, split, plan, config, **QUIET)
+    assert np.array_equal(second.records[0].adv_pred, alone.records[0].adv_pred)
+    wrong = second.clean_pred != second.labels
+    assert wrong.any() and (second.records[0].adv_pred[wrong] == NOT_ATTACKED).all()
+    a, b = (torch.load(tmp_path / d / "transfer_eps0.15.pt") for d in ("a", "b"))
+    shared = np.intersect1d(a["index"].numpy(), b["index"].numpy())
+    assert len(shared) > 0
+    rows_a = {int(i): k for k, i in enumerate(a["index"])}
+    rows_b = {int(i): k for k, i in enumerate(b["index"])}
+    for i in shared:
+        assert torch.equal(a["x_adv"][rows_a[int(i)]], b["x_adv"][rows_b[int(i)]])
+
+
+def create_weaker_copy(model):
+    """The same network with noise on its weights: a different target with some clean errors."""
+    import copy
+
+    weak = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in weak.parameters():
+            p.add_(0.15 * p.abs().mean() * torch.randn(p.shape, generator=generator))
+    return weak.eval()

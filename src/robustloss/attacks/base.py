@@ -73,6 +73,10 @@ class Attack:
     active_set: bool = True
     # Whether a call may give each sample its own budget (``eps=`` a tensor of shape (N,)).
     per_sample_eps: ClassVar[bool] = False
+    # Whether the examples depend on the model attacked. A transfer attack crafts on its substitute
+    # and never queries the target, so the evaluation engine crafts its examples once for the whole
+    # sampled set and submits the same images to every target (see evaluate/engine.py).
+    queries_target: ClassVar[bool] = True
 
     def __init__(self, *, eps: float | None, targeted: bool = False, objective: str | Objective | None = "ce"):
         if eps is not None and not (eps >= 0 and math.isfinite(eps)):

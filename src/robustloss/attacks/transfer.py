@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from robustloss.attacks.base import Attack
+from robustloss.attacks.crafted_memo import CraftedMemo
 from robustloss.attacks.objectives import Objective
 from robustloss.attacks.presets import register_preset
 from robustloss.attacks.registry import ATTACKS, create_attack
@@ -30,6 +31,10 @@ def substitute_model_path(substitute: str | Path) -> Path:
 @ATTACKS.register("transfer")
 class TransferAttack(Attack):
     name = "transfer"
+    queries_target = False
+    # One memo for every instance: the engine builds a new attack per (model, eps), and the point is
+    # that the second target of the same substitute gets the first one's examples.
+    memo = CraftedMemo()
 
     def __init__(self, *, eps: float, substitute: str, method: str = "pgd", method_params: dict | None = None,
                  targeted: bool = False, objective: str = "adaptive"):
@@ -66,11 +71,26 @@ class TransferAttack(Attack):
     def run(self, model: nn.Module, x: Tensor, y: Tensor, goal: Tensor, objective: Objective,
             generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
         source = self.substitute_model(x.device)
-        crafted = self.inner(source, x, y, target=goal if self.targeted else None, generator=generator)
-        return crafted.x_adv, torch.zeros(len(x), dtype=torch.int64, device=x.device)  # no target queries
+        path = substitute_model_path(self.substitute).resolve()
+        stat = path.stat()  # a retrained substitute (new file) must not hit the old examples
+        # the inner attack resolves its objective against the substitute: the target's does not matter
+        settings = (str(path), stat.st_mtime_ns, stat.st_size, self.method, self.inner.hyperparameters())
+        x_adv = self.memo.get_or_craft(
+            settings, (x, y, goal), generator,
+            lambda: self.inner.craft(source, x, y, target=goal if self.targeted else None, generator=generator))
+        return x_adv, torch.zeros(len(x), dtype=torch.int64, device=x.device)  # no target queries
 
 
 register_preset("transfer-pgd-pc", "transfer", "PC paper Table 3: PGD on the substitute, 40 steps of 0.01",
                 method="pgd", method_params={"steps": 40, "step_size": 0.01})
 register_preset("transfer-mim-pc", "transfer", "PC paper Table 3: MIM on the substitute, 40 steps of 0.01",
                 method="mim", method_params={"steps": 40, "step_size": 0.01})
+# MMC paper Fig. 4 (Sec. 4.4): untargeted PGD and MIM transferred. The paper gives neither steps nor step
+# size for them; these are its Table 1 white-box settings (PGD_10: 10 steps of 2/255, random start) and
+# Dong et al.'s decay 1.0 for MIM.
+register_preset("transfer-pgd-mmc", "transfer", "MMC paper Fig. 4: untargeted PGD on the substitute, 10 steps of "
+                "2/255, random start (steps and step: Table 1's PGD_10, not stated for Fig. 4)",
+                method="pgd", method_params={"steps": 10, "step_size": 2 / 255, "random_start": True})
+register_preset("transfer-mim-mmc", "transfer", "MMC paper Fig. 4: untargeted MIM on the substitute, 10 steps of "
+                "2/255, decay 1.0 (steps and step: Table 1's PGD_10, not stated for Fig. 4)",
+                method="mim", method_params={"steps": 10, "step_size": 2 / 255, "decay": 1.0})

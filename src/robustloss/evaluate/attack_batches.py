@@ -97,21 +97,45 @@ class _Outputs:
 
 
 def run_attack(context: PlanContext, attack, spec: AttackSpec, eps: float | None, indices: np.ndarray,
-               sampled: np.ndarray) -> AttackRecord:
+               sampled: np.ndarray, batch_over: np.ndarray | None = None) -> AttackRecord:
     """The record of ``attack`` (``spec`` built at ``eps``) on the samples at ``indices``; ``sampled``
-    marks the samples the record speaks for (the attack's subset, or all of them)."""
+    marks the samples the record speaks for (the attack's subset, or all of them).
+
+    ``batch_over`` (a superset of ``indices``) is what the batches are cut from when it is not
+    ``indices`` itself: an attack that never queries the model is run on batches that do not depend on
+    the model, so that every target gets the same examples (see the engine); the record keeps only
+    ``indices``."""
     # minimum-norm attacks (no budget) always run in fp32: see the engine's module docstring
     precision = context.config.precision if eps is not None else "fp32"
     outputs = _Outputs.empty(len(context.split), sampled, context.redraws, attack.objective_name)
     job = _Job(spec, attack, eps, precision, attack.hyperparameters())
+    batch_over = indices if batch_over is None else batch_over
     started = time.perf_counter()
-    for start, chunk in _attack_batches(context, job, indices):
-        outputs.add(indices[start : start + context.config.batch_size], chunk,
-                    keep_images=context.save_adversarial is not None)
+    for start, chunk in _attack_batches(context, job, batch_over):
+        idx = batch_over[start : start + context.config.batch_size]
+        keep = np.isin(idx, indices)
+        if not keep.all():
+            idx, chunk = idx[keep], _chunk_rows(chunk, keep)
+        outputs.add(idx, chunk, keep_images=context.save_adversarial is not None)
     record = _record(job, outputs, started)
     if context.save_adversarial is not None and distributed.is_main():
         _save_examples(context.save_adversarial, record, context.split, outputs.saved_index, outputs.saved_images)
     return record
+
+
+def _chunk_rows(chunk: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows ``keep`` of a batch's results (saved images are stored for the fooled rows only)."""
+    rows = {}
+    for name, value in chunk.items():
+        if name == "objective":
+            rows[name] = value
+        elif name == "redraw_pred":
+            rows[name] = value[:, keep]
+        elif name == "x_adv":
+            rows[name] = value[keep[chunk["fooled"]]]
+        else:
+            rows[name] = value[keep]
+    return rows
 
 
 def _attack_batches(context: PlanContext, job: _Job, indices: np.ndarray) -> list[tuple[int, dict]]:

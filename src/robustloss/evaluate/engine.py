@@ -10,6 +10,11 @@
 * Batches are attacked whole. Each (attack, eps, batch) draws its random numbers from its
   own generator, derived from the seed, the attack and the batch's first sample, so results
   are identical under a fixed seed.
+* An attack that never queries the model (``queries_target = False``: transfer attacks) is run in
+  protocol mode on the whole sampled set, clean-misclassified samples included, so its batches and
+  seeds do not depend on the model: every target is submitted the same images, and a second target
+  reuses the first one's from the in-memory memo instead of crafting them again. Its record still
+  covers only the clean-correct samples.
 * ``cache_dir`` keeps every finished batch on disk (``ChunkCache``): a killed evaluation
   re-run with the same arguments continues where it stopped.
 * ``save_adversarial`` writes, per (attack, eps), the successful adversarial examples with
@@ -154,9 +159,16 @@ def _run_budget(context: PlanContext, evaluation: Evaluation, spec: AttackSpec, 
     attack = _build_attack(spec, eps, log)
     sampled = sample_subset(len(context.split), spec.n_samples, context.config.seed)
     to_attack = evaluation.clean_correct & sampled
+    batch_over = None
     if context.config.mode == "worst-case" and attack.norm is not None and eps is not None:
         to_attack &= ~broken_within(evaluation, attack.norm, eps)
-    record = run_attack(context, attack, spec, eps, np.flatnonzero(to_attack), sampled)
+    elif not attack.queries_target:
+        # A transfer attack's examples do not depend on the target: crafted over the whole sampled set,
+        # its batches and seeds are the same for every model evaluated, so every target is submitted the
+        # same images and a second target reuses the first one's (attacks/crafted_memo.py). Worst-case
+        # mode keeps to the samples still standing, which differ between targets.
+        batch_over = np.flatnonzero(sampled)
+    record = run_attack(context, attack, spec, eps, np.flatnonzero(to_attack), sampled, batch_over)
     evaluation.records.append(record)
     log(_summary(evaluation, record, spec, eps, sampled))
 
