@@ -17,7 +17,8 @@ SOURCE = Path(robustloss.__file__).parent
 
 # Top to bottom; a unit may import its own layer's units only if no cycle results (checked below).
 LAYERS = [
-    {"__main__", "cli", "demo"},
+    {"__main__", "launch"},
+    {"cli", "demo"},
     {"report"},
     {"experiments"},
     {"analysis"},

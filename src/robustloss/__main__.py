@@ -1,7 +1,5 @@
 """``python -m robustloss ...`` (also what ``torchrun -m robustloss ...`` runs on every rank)."""
 
-import sys
+from robustloss.launch import run
 
-from robustloss.cli import main
-
-sys.exit(main())
+run()
