@@ -25,17 +25,24 @@ import time
 from robustloss.launch import ALLOCATOR_SETTINGS
 
 CHILD = r"""
-import sys, torch
+import resource, sys, time, torch
 from robustloss.attacks import create_attack
 from robustloss.data import load_dataset
 from robustloss.train import Phase, TrainConfig, train
 n, folder = int(sys.argv[1]), sys.argv[2]
 data = load_dataset("mnist-5k")
+def usage():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), r.ru_utime + r.ru_stime, r.ru_minflt
+t0 = usage()
 model = train(TrainConfig(recipe=[Phase("ce", 2)], seed=0), folder, data=data, progress=False,
               log=lambda _: None, device="cpu").model.eval()
+t1 = usage()
 x, y = data.test.batch(slice(0, n))
 pgd = create_attack("pgd", eps=0.3, steps=40, step_size=0.01, early_stop=False)
 result = pgd(model, x, y, generator=torch.Generator().manual_seed(0))
+t2 = usage()
+print(*(b - a for a, b in zip(t0, t1)), *(b - a for a, b in zip(t1, t2)))
 print((result.pred == y).float().mean().item())
 """
 
@@ -51,8 +58,10 @@ def run_child(n: int, tuned: bool) -> dict:
                              text=True, check=True).stdout
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    phases = [float(v) for v in out.splitlines()[-2].split()]
     return {"wall": wall, "user": after.ru_utime - before.ru_utime, "sys": after.ru_stime - before.ru_stime,
-            "faults": after.ru_minflt - before.ru_minflt, "robust": float(out.split()[-1])}
+            "faults": after.ru_minflt - before.ru_minflt, "train wall": phases[0], "train cpu": phases[1],
+            "pgd wall": phases[3], "pgd cpu": phases[4], "robust": float(out.split()[-1])}
 
 
 def main() -> None:
@@ -67,11 +76,12 @@ def main() -> None:
     medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
     assert medians["default"]["robust"] == medians["tuned"]["robust"], "the allocator must not change results"
     print(f"PGD-40 on {args.n} digits + 2 training epochs, medians of {args.rounds} rounds")
-    print(f"{'':10}{'wall s':>9}{'user s':>9}{'sys s':>9}{'faults':>12}")
+    shown = ("wall", "user", "sys", "faults", "train wall", "train cpu", "pgd wall", "pgd cpu")
+    print(f"{'':10}" + "".join(f"{k:>12}" for k in shown) + "   (seconds; faults: minor page faults)")
     for name, m in medians.items():
-        print(f"{name:10}{m['wall']:9.1f}{m['user']:9.1f}{m['sys']:9.1f}{m['faults']:12,.0f}")
+        print(f"{name:10}" + "".join(f"{m[k]:12,.1f}" for k in shown))
     d, t = medians["default"], medians["tuned"]
-    print("tuned / default: " + ", ".join(f"{k} {t[k] / d[k]:.2f}x" for k in ("wall", "user", "sys", "faults")))
+    print("tuned / default: " + ", ".join(f"{k} {t[k] / d[k]:.2f}x" for k in shown))
     print(json.dumps({"medians": medians}))
 
 
