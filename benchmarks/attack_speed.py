@@ -8,6 +8,7 @@ also timed with that pass added ("raw+judge"). Timings are interleaved over roun
 the median is reported; ratios > 1 mean ours is slower.
 
     .venv/bin/python benchmarks/attack_speed.py [--models lenet5,vgg13] [--batches 250,1000] [--steps 10]
+    .venv/bin/python benchmarks/attack_speed.py --less-work    # the active set on real models (less_work.py)
 
 torchattacks is optional (``pip install --no-deps torchattacks==3.5.1``, which leaves torch alone).
 """
@@ -18,6 +19,7 @@ import argparse
 import random
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +67,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--less-work", action="store_true",
+                        help="only the less-work table: active set vs full batch vs torchattacks on real models")
+    parser.add_argument("--models-dir", default="runs/bench/models", help="where --less-work keeps its two models")
     args = parser.parse_args()
+    if args.less_work:
+        from less_work import less_work_table  # a sibling script: benchmarks/ is on sys.path when run
+
+        less_work_table(args.rounds, Path(args.models_dir))
+        return
     device = resolve_device(args.device)
     try:
         import torchattacks

@@ -98,6 +98,26 @@ def test_plot_has_one_panel_per_run_and_is_a_valid_png(embedding, tmp_path):
     assert width > 1.8 * height, "two side-by-side panels"
 
 
+def test_clean_panels_give_the_papers_four_panels(embedding, tmp_path, monkeypatch):
+    """PC Fig. 3: per run, (a) its clean points alone and (b) the same coordinates with the '+' added."""
+    import robustloss.analysis.embedding_plots as embedding_plots
+
+    drawn = []
+    monkeypatch.setattr(embedding_plots, "save_figure", lambda fig, path: drawn.append(fig) or path)
+    plot_embeddings({"CE": embedding, "PC-LC": embedding}, tmp_path / "embedding.png", clean_panels=True)
+    axes = drawn[0].axes
+    assert [ax.get_title().split("\n")[0] for ax in axes] == [
+        "(a) CE: clean test samples only", "(b) CE: clean + successful adversarial examples",
+        "(c) PC-LC: clean test samples only", "(d) PC-LC: clean + successful adversarial examples"]
+    clean, adversarial = axes[0], axes[1]
+    n_clean, n_adv = int((~embedding.adversarial).sum()), int(embedding.adversarial.sum())
+    assert [len(c.get_offsets()) for c in clean.collections] == [n_clean]
+    assert [len(c.get_offsets()) for c in adversarial.collections] == [n_clean, n_adv, n_adv]
+    # Same limits: a clean point is in the same place in both panels.
+    assert clean.get_xlim() == pytest.approx(adversarial.get_xlim())
+    assert clean.get_ylim() == pytest.approx(adversarial.get_ylim())
+
+
 def test_rows_hold_every_point(embedding):
     rows = embedding_rows("run", embedding)
     assert len(rows) == len(embedding.labels)

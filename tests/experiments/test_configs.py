@@ -1,7 +1,9 @@
-"""Every shipped config validates at every scale, carries the paper's numbers, and its smoke preset runs."""
+"""Every shipped config validates at every scale, carries the paper's numbers, and its smoke preset runs;
+the figure configs' smoke runs write their figures."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,36 @@ def test_smoke_preset_runs_and_reports(path, smoke_runner, tmp_path):
     assert files.html.exists() and files.table.sections
     ours = [c.mean for s in files.table.sections for r in s.rows for c in r.cells.values() if c.mean is not None]
     assert ours, "the report shows none of our numbers"
+
+
+# The figure configs: the smoke run writes the figure (the analysis's PNG and CSVs) into the store.
+FIGURES = {"mmc_fig3a": ("training-time", ["SCE", "Center loss", "MMC-10", "AT10-tar(SCE)", "AT10-tar(MMC-10)"]),
+           "pc_fig3": ("embedding", ["CE", "PC-LC"])}
+
+
+@pytest.mark.parametrize("stem", sorted(FIGURES))
+def test_figure_config_smoke_run_writes_its_figure(stem, smoke_runner):
+    import matplotlib.image
+
+    experiment = load_experiment(Path(__file__).resolve().parents[2] / "configs" / f"{stem}.yaml", "smoke")
+    smoke_runner.run(experiment)  # reuses the parametrized smoke run above when it ran first
+    assert smoke_runner.analysis_failures == []
+    name, models = FIGURES[stem]
+    (row,) = smoke_runner.store.analyses(experiment=experiment.name, scale="smoke")
+    assert row.name == name and [r["model"] for r in row.summary] == models
+    files = [smoke_runner.root / f for f in row.files]
+    assert all(f.exists() and f.stat().st_size > 0 for f in files)
+    (png,) = [f for f in files if f.suffix == ".png"]
+    height, width = matplotlib.image.imread(png).shape[:2]
+    if stem == "pc_fig3":  # the paper's four panels: (a, b) CE, (c, d) PC-LC, clean | clean + FGSM
+        assert row.params["attack"] == "fgsm" and row.params["eps"] == 0.3 and row.params["clean_panels"]
+        assert 0.8 < width / height < 1.3, "two rows of two panels"
+    else:  # times relative to SCE; cumulative seconds are the running sums of each model's metrics.csv
+        assert row.summary[0]["time / SCE"] == 1.0 and width > 1.8 * height
+        cells = {c.labels["method"]: c for c in experiment.cells}
+        with open(next(f for f in files if f.name.endswith("training-time.csv")), newline="") as f:
+            points = [p for p in csv.DictReader(f) if p["model"] == "MMC-10"]
+        with open(smoke_runner.model_dir(cells["MMC-10"].train) / "metrics.csv", newline="") as f:
+            seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+        assert [float(p["cumulative_seconds"]) for p in points] == pytest.approx(
+            [sum(seconds[:k + 1]) for k in range(len(seconds))], abs=1e-4)

@@ -1,6 +1,7 @@
 """Analyses of how models fail: probability gaps, the misclassification rank of adversarial
-examples (PC paper, Fig. 2), t-SNE feature embeddings with adversarial examples (PC Fig. 1/3)
-and low-dimensional feature spaces with attack trajectories (MMC, I-SCE Fig. 4).
+examples (PC paper, Fig. 2), t-SNE feature embeddings with adversarial examples (PC Fig. 1/3),
+low-dimensional feature spaces with attack trajectories (MMC, I-SCE Fig. 4) and clean test error
+against wall-clock training time (MMC Fig. 3a).
 
 Each is a function here and a registered analysis (``robustloss.analysis.registry``) that the
 CLI (``robustloss analyze NAME RUN...``) and experiment files (``analyses:``) run alike.

@@ -1,5 +1,6 @@
-"""The registered analyses: probability gap, misclassification rank, feature embedding and
-low-dimensional feature space. Each writes ``<prefix><name>.png`` and ``.csv`` into ``out``."""
+"""The registered analyses: probability gap, misclassification rank, feature embedding,
+low-dimensional feature space and training time. Each writes ``<prefix><name>.png`` and
+``.csv`` into ``out``."""
 
 from __future__ import annotations
 
@@ -65,8 +66,10 @@ def rank_analysis(subjects: list[Subject], out: Path, prefix: str = "", attacks:
 
 @ANALYSES.register("embedding")
 def embedding_analysis(subjects: list[Subject], out: Path, prefix: str = "", attack: str = "pgd",
-                       eps: float = 0.1, n: int = 1000, method: str = "auto", seed: int = 0) -> AnalysisResult:
-    """PC paper Fig. 1/3: t-SNE of penultimate features, successful adversarial examples overlaid."""
+                       eps: float = 0.1, n: int = 1000, method: str = "auto", seed: int = 0,
+                       clean_panels: bool = False) -> AnalysisResult:
+    """PC paper Fig. 1/3: t-SNE of penultimate features, successful adversarial examples overlaid.
+    ``clean_panels``: also each model's clean samples alone, left of its adversarial panel (Fig. 3a/c)."""
     from robustloss.analysis.embedding import embed_with_adversarial_examples, embedding_rows
     from robustloss.analysis.embedding_plots import plot_embeddings
 
@@ -83,7 +86,7 @@ def embedding_analysis(subjects: list[Subject], out: Path, prefix: str = "", att
         lines.append(f"{s.label}: {int((~e.adversarial).sum())} clean points, {fooled}/{e.attacked} fooled by "
                      f"{attack} eps={eps:g}; attack + t-SNE ({e.method}) {time.perf_counter() - started:.1f}s")
     csv = write_csv(out / f"{prefix}embedding.csv", rows)
-    png = plot_embeddings(embeddings, out / f"{prefix}embedding.png")
+    png = plot_embeddings(embeddings, out / f"{prefix}embedding.png", clean_panels=clean_panels)
     return AnalysisResult([png, csv], summary, lines)
 
 
@@ -114,3 +117,25 @@ def feature_space_analysis(subjects: list[Subject], out: Path, prefix: str = "",
     features_csv = write_csv(out / f"{prefix}feature-space-test-features.csv", test_points)
     png = plot_feature_space(studies, out / f"{prefix}feature-space.png")
     return AnalysisResult([png, csv, features_csv], summary, lines)
+
+
+@ANALYSES.register("training-time")
+def training_time_analysis(subjects: list[Subject], out: Path, prefix: str = "",
+                           reference: str | None = None) -> AnalysisResult:
+    """MMC paper Fig. 3a: clean test error against cumulative wall-clock training time, one line per
+    model, read from each model folder's metrics.csv (the models and test splits are not used).
+    ``reference``: the model whose time the others are compared with (default: the first)."""
+    from robustloss.analysis.training_time import (curve_rows, read_training_curve, reference_curve, summary_line,
+                                                   summary_rows)
+    from robustloss.analysis.training_time_plots import plot_training_curves
+
+    missing = [s.label for s in subjects if s.folder is None]
+    if missing:
+        raise ValueError(f"training-time analysis: no model folder (metrics.csv) for {', '.join(missing)}")
+    curves = [read_training_curve(s.folder, s.label) for s in subjects]
+    baseline = reference_curve(curves, reference)
+    summary = summary_rows(curves, baseline)
+    points = write_csv(out / f"{prefix}training-time.csv", curve_rows(curves))
+    table = write_csv(out / f"{prefix}training-time-summary.csv", summary)
+    png = plot_training_curves(curves, out / f"{prefix}training-time.png", reference=baseline)
+    return AnalysisResult([png, points, table], summary, [summary_line(c, baseline) for c in curves])

@@ -26,6 +26,7 @@ class Subject:
     test: ImageSplit
     device: torch.device
     key: str = ""  # the model folder's name (its train hash, for runner-managed models)
+    folder: Path | None = None  # the model folder (metrics.csv, config.yaml), for analyses of its training
 
 
 @dataclass

@@ -25,7 +25,8 @@ from robustloss.experiments.runner import STORE_FILE
 
 def add_analyze_parser(sub) -> None:
     analyze = sub.add_parser("analyze", help="analyses of trained models: probability gaps, misclassification "
-                                             "rank, feature embeddings, low-dimensional feature space")
+                                             "rank, feature embeddings, low-dimensional feature space, "
+                                             "training time")
     kinds = analyze.add_subparsers(metavar="ANALYSIS")
     gap = kinds.add_parser("gap", help="distribution of f_y - max_{y'!=y} f_y' over the test set, per model")
     rank = kinds.add_parser("rank", help="rank of the adversarial class among the clean probabilities (PC Fig. 2)")
@@ -33,7 +34,10 @@ def add_analyze_parser(sub) -> None:
                                                    "examples overlaid (PC Fig. 1 and 3)")
     features = kinds.add_parser("features", help="2-D/3-D feature layer plotted directly, with PGD trajectories "
                                                  "for the ce and adaptive objectives (MMC Fig. 3b, I-SCE Fig. 4)")
-    for name, p in (("gap", gap), ("rank", rank), ("embedding", embedding), ("features", features)):
+    training_time = kinds.add_parser("training-time", help="clean test error against wall-clock training time, "
+                                                           "from each model's metrics.csv (MMC Fig. 3a)")
+    for name, p in (("gap", gap), ("rank", rank), ("embedding", embedding), ("features", features),
+                    ("training-time", training_time)):
         p.add_argument("runs", nargs="+", metavar="RUN",
                        help="model folder (robustloss train --out, ROOT/models/HASH) or run id/hash in the store")
         p.add_argument("--n-test", type=int, default=None, help="only the first N test samples")
@@ -55,6 +59,8 @@ def add_analyze_parser(sub) -> None:
                            help="class-stratified subsample of the test split to embed (default: 1000)")
     embedding.add_argument("--method", default="auto", choices=TSNE_METHODS,
                            help="t-SNE backend: auto uses openTSNE when installed, else scikit-learn")
+    embedding.add_argument("--clean-panels", action="store_true",
+                           help="beside each model's panel, its clean samples alone (PC Fig. 3a/c)")
     features.add_argument("--points", type=int, default=6, help="clean inputs to follow through the attack")
     features.add_argument("--attack", default="pgd", help="iterative gradient attack (pgd, bim, mim, pgd-l2)")
     features.add_argument("--eps", type=float, default=0.3, help="attack budget (default: 0.3, the MMC figure's)")
@@ -62,6 +68,8 @@ def add_analyze_parser(sub) -> None:
     features.add_argument("--step-size", type=float, default=None, help="default: 2.5 * eps / steps")
     features.add_argument("--objectives", default="ce,adaptive",
                           help="comma-separated attack objectives, one plot column each (default: ce,adaptive)")
+    training_time.add_argument("--reference", default=None,
+                               help="label of the model the others' times are compared with (default: the first)")
     for p in (rank, embedding, features):
         p.add_argument("--seed", type=int, default=0, help="random starts, subsample and t-SNE seed")
 
@@ -70,8 +78,9 @@ def add_analyze_parser(sub) -> None:
 PARAMETERS = {
     "gap": (),
     "rank": ("attacks", "eps_step", "eps_max", "steps", "seed"),
-    "embedding": ("attack", "eps", "n", "method", "seed"),
+    "embedding": ("attack", "eps", "n", "method", "seed", "clean_panels"),
     "features": ("points", "attack", "eps", "steps", "step_size", "objectives", "seed"),
+    "training-time": ("reference",),
 }
 
 
@@ -171,7 +180,7 @@ def _subject(run: ResolvedRun, args: argparse.Namespace):
     test = load_dataset(load_config(run.folder).dataset, args.data_dir).test
     if args.n_test is not None:
         test = test.subset(slice(0, args.n_test))
-    return Subject(run.label, model, test, device, key=run.folder.resolve().name)
+    return Subject(run.label, model, test, device, key=run.folder.resolve().name, folder=run.folder)
 
 
 def _record(root: Path, name: str, runs: list[ResolvedRun], params: dict, result) -> None:

@@ -65,7 +65,7 @@ def _run_one(runner: ExperimentRunner, experiment: Experiment, index: int, spec:
         test = runner.dataset(cell.train.dataset).test
         if spec.n_test is not None:
             test = test.subset(slice(0, spec.n_test))
-        subjects.append(Subject(label, model, test, device, key=cell.train_hash))
+        subjects.append(Subject(label, model, test, device, key=cell.train_hash, folder=folder))
     out = runner.root / ANALYSIS_FOLDER
     prefix = f"{experiment.name}-{experiment.scale}-{index}-"
     result = run_analysis(spec.name, subjects, out, prefix=prefix, **spec.params)

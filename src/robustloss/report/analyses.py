@@ -15,6 +15,7 @@ TITLES = {
     "rank": "Misclassification rank of adversarial examples (PC paper, Fig. 2)",
     "embedding": "t-SNE of penultimate features with adversarial examples (PC paper, Fig. 1/3)",
     "features": "Low-dimensional feature space with attack trajectories (MMC Fig. 3b, I-SCE Fig. 4)",
+    "training-time": "Clean test error vs wall-clock training time (MMC paper, Fig. 3a)",
 }
 
 

@@ -56,6 +56,7 @@ class ReportFiles:
     plots: list[Path] = field(default_factory=list)
     table: ReportTable | None = None
     sweep_csv: Path | None = None  # when the experiment has a sweep: block
+    transfer_csv: Path | None = None  # when transfer attacks crafted on the experiment's own models
 
 
 def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale: str | None = None,
@@ -66,6 +67,7 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     from robustloss.report.draws import draws_html_blocks, draws_markdown
     from robustloss.report.findings import compute_findings, findings_markdown
     from robustloss.report.sweep import write_sweep
+    from robustloss.report.transfer_matrix import write_transfer_matrices
 
     scale, document = _document(store, experiment, scale)
     file = document["file"]
@@ -83,11 +85,12 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     stem = f"{experiment}-{scale}"
     sweep = write_sweep(store, experiment, scale, out, stem) if file.get("sweep") else None
     analyses = collect_analyses(store, experiment, scale, {store.get_run(r.run_id).train_hash for r in runs})
+    transfer = write_transfer_matrices(_matrix_runs(store, runs, sections_axis, averaged), out, stem)
     labelled = [(_run_label(r), r.evaluation) for r in runs]
     findings = findings_markdown(compute_findings(runs, document, columns_axis, sections_axis))
     markdown = (f"# {table.title}\n\n" + findings + ("\n## Results\n\n" if findings else "")
                 + to_markdown(table, title=False) + draws_markdown(labelled) + (sweep.markdown() if sweep else "")
-                + analyses.markdown(out))
+                + (transfer.markdown() if transfer else "") + analyses.markdown(out))
     diag_blocks = [(_run_label(r), r.diagnostics) for r in runs if r.diagnostics]
     if diag_blocks:
         markdown += "\n## Gradient-masking diagnostics\n"
@@ -108,6 +111,7 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
         blocks.append(("image", (path, caption)))
     blocks += draws_html_blocks(labelled)
     blocks += sweep.html_blocks() if sweep else []
+    blocks += transfer.html_blocks() if transfer else []
     blocks += analyses.html_blocks()
     if diag_blocks:
         blocks.append(("heading", "Gradient-masking diagnostics"))
@@ -115,9 +119,9 @@ def build_report(store: ResultsStore, experiment: str, out: str | Path, *, scale
     blocks.append(("pre", _provenance(store, runs, document)))
     html_path = build_html(table.title, blocks, out / f"{stem}.html")
     log(f"report: {html_path}")
-    plots += sweep.plots if sweep else []
+    plots += (sweep.plots if sweep else []) + (transfer.plots if transfer else [])
     return ReportFiles(out, md_path, csv_path, tex_path, html_path, [p for p, _ in plots] + analyses.plots, table,
-                       sweep.csv if sweep else None)
+                       sweep.csv if sweep else None, transfer.csv if transfer else None)
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -252,6 +256,16 @@ def _cell(values: list[float], paper: float | None) -> Cell:
 
 def _same_key(a: tuple, b: tuple) -> bool:
     return a[0] == b[0] and same_param(a[1], b[1]) and a[2] == b[2]
+
+
+def _matrix_runs(store: ResultsStore, runs: list[RunView], sections_axis: str | None, averaged: list[str]):
+    """The runs as the transfer matrix names them: by their grid values less the section and the seeds."""
+    from robustloss.report.transfer_matrix import MatrixRun
+
+    hidden = {sections_axis, *averaged}
+    return [MatrixRun(", ".join(v for a, v in r.labels.items() if a not in hidden) or "model",
+                      r.labels.get(sections_axis, "") if sections_axis else "", store.get_run(r.run_id).train_hash,
+                      r.evaluation) for r in runs]
 
 
 def _run_label(run: RunView) -> str:

@@ -20,6 +20,7 @@ The package has one module per block or concern:
 - ``hashing``: the config hashes that identify runs, and which axes are seeds;
 - ``grid``: expanding the grid's axes, and overrides addressed to the grid;
 - ``substitutes``: the substitute models transfer attacks reference;
+- ``grid_models``: substitutes that are the grid's own models (``{grid: {method: SCE}}``);
 - ``cell``: resolving one grid cell into a ``RunCell``;
 - ``cell_checks``, ``sweep_checks``, ``analysis_checks``: what is refused at load time;
 - ``published``: the paper's published numbers;

@@ -53,7 +53,7 @@ def expand_grid(grid: dict[str, Any]) -> list[tuple[dict[str, str], list[tuple[s
             if not values:
                 raise ConfigError(f"grid.{axis}: empty list of values")
             split_path(axis)
-            axes.append((axis, [(_show(v), [(axis, v)]) for v in values]))
+            axes.append((axis, [(value_name(v), [(axis, v)]) for v in values]))
         elif isinstance(values, dict):
             if not values:
                 raise ConfigError(f"grid.{axis}: no values")
@@ -81,5 +81,6 @@ def expand_grid(grid: dict[str, Any]) -> list[tuple[dict[str, str], list[tuple[s
     return combos
 
 
-def _show(value: Any) -> str:
+def value_name(value: Any) -> str:
+    """The name of a key axis's value in cell labels: a string as it is, anything else as JSON (0, true)."""
     return value if isinstance(value, str) else json.dumps(value)

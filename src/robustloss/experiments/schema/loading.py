@@ -22,6 +22,7 @@ from robustloss.experiments.schema.analysis_checks import check_analysis
 from robustloss.experiments.schema.blocks import CELL_SECTIONS, SCALES, Experiment, ExperimentFile
 from robustloss.experiments.schema.cell import resolve_cell
 from robustloss.experiments.schema.grid import expand_grid, set_top_level
+from robustloss.experiments.schema.grid_models import GridModels
 from robustloss.experiments.schema.locate import key_lines, locate
 from robustloss.experiments.schema.sweep_checks import check_sweep
 from robustloss.experiments.shipped import find_experiment
@@ -73,7 +74,9 @@ def resolve_experiment(raw: Any, scale: str | None = None, overrides: list[str] 
     per_cell = [(k, v, f"scale {scale}") for k, v in preset.items() if split_path(k)[0] in CELL_SECTIONS]
     per_cell += [(k, v, "--set") for k, v in assignments if split_path(k)[0] in CELL_SECTIONS]
 
-    cells = [resolve_cell(file, labels, sets, per_cell) for labels, sets in expand_grid(file.grid)]
+    combos = expand_grid(file.grid)
+    grid_models = GridModels(file, combos, per_cell)  # for substitutes that are other cells' models
+    cells = [resolve_cell(file, labels, sets, per_cell, grid_models.for_cell(labels)) for labels, sets in combos]
     if file.sweep is not None:
         check_sweep(file.sweep, file.grid, cells)
     for i, analysis in enumerate(file.analyses):
