@@ -28,6 +28,7 @@ import torch
 
 from robustloss.attacks import create_attack
 from robustloss.data import load_dataset
+from robustloss.evaluate.config import AttackSpec
 from robustloss.models.saved import load_model
 from robustloss.train import AdversarialConfig, Phase, TrainConfig, train
 
@@ -91,7 +92,7 @@ def cw_work_share(model, x, y) -> tuple[float, float, float]:
     rows = [0]
     handle = model.register_forward_hook(lambda m, inp, out: rows.__setitem__(0, rows[0] + len(inp[0])))
     try:
-        cw = create_attack("cw-pc-100")
+        cw = AttackSpec("cw-pc-100").build(None)  # a preset: built through the evaluation's spec
         started = time.perf_counter()
         pred = in_batches(lambda a, b: cw(model, a, b).pred, x, y)
         seconds = time.perf_counter() - started
