@@ -81,8 +81,9 @@ def runners(model, attack, torchattacks):
         reference = attack[2](torchattacks, model)
 
         def theirs(x, y):
+            x_adv = reference(x, y)  # torchattacks needs gradients: outside no_grad
             with torch.no_grad():
-                return model(reference(x, y)).argmax(1)
+                return model(x_adv).argmax(1)
         out["torchattacks"] = theirs
     return out
 
