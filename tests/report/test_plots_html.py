@@ -242,3 +242,20 @@ def test_markdown_converter():
 def test_missing_image_is_visible(tmp_path):
     path = build_html("t", [("image", (tmp_path / "nope.png", "lost plot"))], tmp_path / "r.html")
     assert "Image not found: nope.png" in path.read_text(encoding="utf-8")
+
+
+def test_clean_vs_robust_zooms_to_the_data_and_keeps_close_labels_apart():
+    from robustloss.report.plots import _clean_vs_robust_figure
+
+    # Table 5's FMNIST worst cases: clean 85-89%, robust 0-7%, two points almost on top of each other
+    points = [{"method": "CE+AT", "clean": 86.4, "robust": 0.0, "label": "worst case ε=0.3"},
+              {"method": "GCE+AT", "clean": 87.2, "robust": 0.0, "label": "worst case ε=0.3"},
+              {"method": "PC-LC+AT", "clean": 85.3, "robust": 4.3, "label": "worst case ε=0.3"},
+              {"method": "PC-LC", "clean": 88.5, "robust": 6.9, "label": "worst case ε=0.3"}]
+    ax = _clean_vs_robust_figure(points).axes[0]
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    assert 70 < x0 < 85.3 and 88.5 < x1 <= 100
+    assert y0 == 0 and 6.9 < y1 < 20
+    offsets = {t.get_text().split(",")[0]: t.xyann for t in ax.texts}
+    assert offsets["CE+AT"][1] != offsets["GCE+AT"][1]  # stacked, not drawn over each other

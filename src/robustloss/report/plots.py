@@ -135,6 +135,17 @@ def plot_accuracy_vs_eps(curves: dict[str, dict[str, Curve]], path: str | Path, 
 # ---------------------------------------------------------------------------------------------
 
 _POINT_KEYS = ("method", "clean", "robust", "label")
+_LABEL_STEP = 0.04  # one label line, as a fraction of the axes height (about 10 points at 5.6 inches)
+
+
+def _zoomed_range(values: list[float]) -> tuple[float, float]:
+    """An axis range around ``values`` within [0, 100]: 15% of their span on each side, at least 10 wide."""
+    lo, hi = min(values), max(values)
+    pad = max(0.15 * (hi - lo), (10 - (hi - lo)) / 2, 1.0)
+    lo, hi = max(0.0, lo - pad), min(100.0, hi + pad)
+    if hi - lo < 10:  # pressed against 0 or 100: widen inwards
+        lo, hi = (lo, min(100.0, lo + 10)) if lo == 0 else (max(0.0, hi - 10), hi)
+    return lo, hi
 
 
 def _clean_vs_robust_figure(points: list[dict], title: str = "") -> Figure:
@@ -149,20 +160,28 @@ def _clean_vs_robust_figure(points: list[dict], title: str = "") -> Figure:
     palette = colours(_unique(str(p["method"]) for p in points))
     labels = _unique(str(p["label"]) for p in points)
     markers = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(labels)}
-    # Both axes share one range (down to the lowest value, in steps of 10) so the diagonal keeps its meaning.
-    # The 5-point margin keeps the lowest point off the axis.
-    low = max(0.0, 10 * math.floor((min(min(p["clean"], p["robust"]) for p in points) - 5) / 10))
-    # On the diagonal a method loses nothing under attack; the distance below it is the robustness gap.
-    ax.plot([low, 100], [low, 100], linestyle="--", color="grey", linewidth=1, label="robust = clean")
-    for p in points:
+    # Each axis is zoomed to its own data (clean accuracies cluster high, robust ones may all sit near 0),
+    # so close methods stay apart. The diagonal (robust = clean: nothing lost under attack) is drawn where
+    # it crosses the view; the distance below it is the robustness gap.
+    xlim = _zoomed_range([p["clean"] for p in points])
+    ylim = _zoomed_range([p["robust"] for p in points])
+    ax.plot([0, 100], [0, 100], linestyle="--", color="grey", linewidth=1, label="robust = clean")
+    ax.set(xlim=xlim, ylim=ylim, xlabel="clean accuracy (%)", ylabel="robust accuracy (%)")
+    placed: list[tuple[float, float]] = []  # label anchors so far, in axes fractions
+    for p in sorted(points, key=lambda q: (q["robust"], q["clean"])):
         method, label = str(p["method"]), str(p["label"])
         ax.scatter(p["clean"], p["robust"], color=palette[method], marker=markers[label], s=48, zorder=3,
                    edgecolors="black", linewidths=0.4)
-        # Labels of points near the right edge go to their left so they stay inside the axes.
-        right = p["clean"] > low + 0.6 * (100 - low)
+        fx = (p["clean"] - xlim[0]) / (xlim[1] - xlim[0])
+        fy = (p["robust"] - ylim[0]) / (ylim[1] - ylim[0])
+        lift = 0
+        # Stack labels whose anchors would overlap (same height, horizontally close) one line apart.
+        while any(abs(fx - x) < 0.3 and abs(fy + lift * _LABEL_STEP - y) < _LABEL_STEP for x, y in placed):
+            lift += 1
+        placed.append((fx, fy + lift * _LABEL_STEP))
+        right = fx > 0.6  # labels of points near the right edge go to their left, inside the axes
         ax.annotate(f"{method}, {label}", (p["clean"], p["robust"]), textcoords="offset points",
-                    xytext=(-6 if right else 6, 4), ha="right" if right else "left", fontsize=7)
-    ax.set(xlim=(low, 100), ylim=(low, 100), xlabel="clean accuracy (%)", ylabel="robust accuracy (%)")
+                    xytext=(-6 if right else 6, 4 + lift * 10), ha="right" if right else "left", fontsize=7)
     ax.grid(True, alpha=0.3)
     _point_legends(ax, palette, markers)
     if title:
