@@ -45,7 +45,7 @@ ATTACKS = [
      lambda ta, m: ta.MIFGSM(m, eps=0.3, alpha=0.01, steps=40, decay=1.0)),
     ("BIM-10", ("bim", {"steps": 10, "step_size": 0.01}),
      lambda ta, m: ta.BIM(m, eps=0.3, alpha=0.01, steps=10)),
-    ("APGD-CE-100", ("apgd-ce", {"steps": 100}),
+    ("APGD-CE-100", ("apgd-ce", {"n_iter": 100}),
      lambda ta, m: ta.APGD(m, eps=0.3, steps=100, loss="ce", n_restarts=1)),
 ]
 
