@@ -6,6 +6,12 @@ any per-sample budget, and the random generator's state before the call. Equal k
 give bit-identical images, so a hit returns what a fresh call would have returned; the
 generator is then moved to the state the original call left it in, so nothing downstream can
 tell the difference. The oldest entries are dropped beyond ``max_bytes``.
+
+Limit: it lives in memory, for one process. An experiment evaluates its targets one after another,
+each with every (attack, eps), so a later target finds the examples it needs only if all the
+earlier target's examples fit in ``max_bytes``: the demo's 6 x 1,000 MNIST batches (19 MB) do,
+but MMC Fig. 4 at paper scale (12 attacks x 2 budgets x 10,000 CIFAR-10 images, 2.9 GB) does not,
+and there every target crafts again. A disk store keyed by the substitute would lift that.
 """
 
 from __future__ import annotations
